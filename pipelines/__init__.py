@@ -1,0 +1,1 @@
+"""Image and model logic of the background-removal service: plain Python, no Ray."""

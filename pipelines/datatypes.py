@@ -1,0 +1,110 @@
+"""Frozen records exchanged between the stages (decode → preprocess → segment → postprocess → encode).
+
+They are plain dataclasses of numpy arrays and scalars, so they pickle cheaply across Ray
+boundaries: the resized model input travels as uint8 (normalisation happens on the inference
+device) and the matte as a uint8 map at model resolution.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+import numpy as np
+
+
+class ImageFormat(str, enum.Enum):
+    """Upload formats the service accepts, recognised by their magic bytes."""
+
+    JPEG = "JPEG"
+    PNG = "PNG"
+    WEBP = "WEBP"
+    BMP = "BMP"
+
+
+@dataclass(frozen=True)
+class RemovalOptions:
+    """Per-request options of ``POST /remove`` that change the pixels.
+
+    Attributes:
+        smoothing: apply a Gaussian blur to the alpha edges (spec default: on).
+    """
+
+    smoothing: bool = True
+
+
+@dataclass(frozen=True)
+class DecodedImage:
+    """An upload decoded at its original (EXIF-oriented) size.
+
+    Attributes:
+        rgb: ``[H, W, 3]`` uint8 RGB. Pixels of a source with alpha are composited on a neutral
+            grey so the model sees what a viewer sees.
+        alpha: ``[H, W]`` uint8 source alpha, or None when the source is opaque. It is multiplied
+            into the output alpha, so transparent input stays transparent.
+        source_format: the container format of the upload.
+        animated: True when the source had several frames (only the first is used).
+    """
+
+    rgb: np.ndarray
+    alpha: np.ndarray | None
+    source_format: ImageFormat
+    animated: bool = False
+
+    @property
+    def width(self) -> int:
+        return int(self.rgb.shape[1])
+
+    @property
+    def height(self) -> int:
+        return int(self.rgb.shape[0])
+
+
+@dataclass(frozen=True)
+class PreparedImage:
+    """Output of the preprocess stage.
+
+    Attributes:
+        image: the decoded original, needed again by the postprocess stage.
+        model_input: ``[h, w, 3]`` uint8 RGB resized (bilinear, antialiased) to the model's input
+            size ``(h, w)``; not normalised.
+    """
+
+    image: DecodedImage
+    model_input: np.ndarray
+
+
+@dataclass(frozen=True)
+class Matte:
+    """Output of the inference stage for one image.
+
+    Attributes:
+        alpha: ``[h, w]`` uint8 foreground probability at model resolution (sigmoid · 255,
+            rounded). No per-image min-max stretch: an image with no subject is near 0.
+        model_name: the variant that produced it (for ``X-Model-Version``).
+        inference_ms: the model time of the batch this image was part of.
+    """
+
+    alpha: np.ndarray
+    model_name: str
+    inference_ms: float = 0.0
+
+
+@dataclass(frozen=True)
+class EncodedImage:
+    """Output of the postprocess stage: the cut-out, ready to send.
+
+    Attributes:
+        data: the encoded bytes (PNG, RGBA, lossless).
+        media_type: ``image/png``.
+        width, height: output size in pixels (equal to the decoded original).
+        subject_found: whether any pixel is at least half opaque.
+        smoothing_applied: whether the alpha edges were smoothed.
+    """
+
+    data: bytes
+    media_type: str
+    width: int
+    height: int
+    subject_found: bool
+    smoothing_applied: bool
