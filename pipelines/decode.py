@@ -1,0 +1,193 @@
+"""Decoding an upload to RGB uint8 at its original, EXIF-oriented size.
+
+``decode_image`` is the preprocess stage's entry: it repeats the ingress checks (size, magic bytes),
+reads the dimensions from the header without decoding pixels, applies the too-small / bomb /
+too-large rules of ``pipelines.validate`` and only then decodes.
+
+Library choices (median CPU ms, one 2.6 GHz Zen 4 core, photo-like JPEG q90, see
+``scripts/bench_prepost.py`` and ``docs``/report):
+
+* JPEG (RGB or grey): ``simplejpeg`` (libjpeg-turbo) 7.3 ms at 1080p / 37 ms at 12 MP, against
+  ``cv2.imdecode`` 9.2 / 48 ms and Pillow→numpy 12 / 86 ms. The header (size, mode, EXIF) is still
+  read by Pillow's lazy parser, which costs ~0.04 ms. Accurate DCT and upsampling are kept: the
+  decoded pixels are returned to the client in the output PNG.
+* CMYK / YCCK JPEG: Pillow decodes (libjpeg turns YCCK into CMYK and undoes Adobe inversion), then
+  Pillow ImageCms converts with the embedded ICC profile to sRGB; without a usable profile, Pillow's
+  naive CMYK→RGB is used.
+* PNG, WebP, BMP: Pillow. 16-bit samples keep their high byte (``>> 8``, i.e. scaled, not
+  clipped); Pillow's 32-bit integer mode "I" only arises from 16-bit PNG samples and is scaled the
+  same way; palettes and grey are expanded to RGB.
+
+Pillow's ``Image.open`` is bypassed in favour of the four format plugins: the format is already
+known from the magic bytes, so no other plugin is ever tried on hostile bytes, and our own
+dimension limits (50 MP) are stricter than Pillow's ``MAX_IMAGE_PIXELS``. A WebP's canvas size is
+read by hand first, because libwebp's animation decoder allocates the canvas when the file is
+opened. Any failure inside a decoder is a ``CorruptImageError`` (400); the decoder's message is
+logged, never returned.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+
+import cv2
+import numpy as np
+import simplejpeg
+from PIL import BmpImagePlugin, Image, ImageCms, JpegImagePlugin, PngImagePlugin, WebPImagePlugin
+
+from pipelines.datatypes import DecodedImage, ImageFormat
+from pipelines.errors import BackgroundRemovalError, CorruptImageError, ImageTooLargeError
+from pipelines.validate import UploadLimits, check_dimensions, check_upload
+
+logger = logging.getLogger(__name__)
+
+_EXIF_ORIENTATION = 0x0112
+
+_PLUGINS: dict[ImageFormat, type[Image.Image]] = {
+    ImageFormat.JPEG: JpegImagePlugin.JpegImageFile,
+    ImageFormat.PNG: PngImagePlugin.PngImageFile,
+    ImageFormat.WEBP: WebPImagePlugin.WebPImageFile,
+    ImageFormat.BMP: BmpImagePlugin.BmpImageFile,
+}
+
+_SRGB_PROFILE = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
+
+
+def decode_image(data: bytes, limits: UploadLimits = UploadLimits()) -> DecodedImage:
+    """Validates and decodes an upload.
+
+    Args:
+        data: the uploaded file, any of JPEG, PNG, WebP, BMP.
+        limits: the upload limits.
+
+    Returns:
+        A ``DecodedImage`` whose ``rgb`` is ``[H, W, 3]`` uint8 (straight, not premultiplied,
+        colours) and ``alpha`` ``[H, W]`` uint8 or None, both at the EXIF-oriented size. A source
+        alpha that is 255 everywhere is dropped (``alpha=None``). Animated sources yield their
+        first frame with ``animated=True``.
+
+    Raises:
+        FileTooLargeError, InvalidFormatError, ImageTooSmallError, ImageBombError,
+        ImageTooLargeError, CorruptImageError.
+    """
+    image_format = check_upload(data, limits)
+    if image_format is ImageFormat.WEBP:
+        check_dimensions(*read_webp_size(data), len(data), limits)
+    try:
+        image = _open_header(data, image_format)
+        check_dimensions(image.width, image.height, len(data), limits)
+        animated = getattr(image, "n_frames", 1) > 1
+        if image_format is ImageFormat.JPEG and image.mode in ("RGB", "L"):
+            rgb = _decode_jpeg_pixels(data, image.size)
+            alpha = None
+        elif image.mode == "CMYK":
+            rgb = _cmyk_to_rgb(image)
+            alpha = None
+        else:
+            rgb, alpha = _pillow_to_arrays(image)
+        orientation = image.getexif().get(_EXIF_ORIENTATION, 1)
+    except BackgroundRemovalError:
+        raise
+    except Image.DecompressionBombError:
+        raise ImageTooLargeError(limits=limits.describe()) from None
+    except Exception as error:  # any decoder failure on untrusted bytes is a corrupt upload
+        logger.info("decode failed (%s): %s: %s", image_format.value, type(error).__name__, error)
+        raise CorruptImageError() from None
+    rgb = apply_orientation(rgb, orientation)
+    if alpha is not None:
+        alpha = apply_orientation(alpha, orientation)
+    return DecodedImage(rgb=rgb, alpha=alpha, source_format=image_format, animated=animated)
+
+
+def read_webp_size(data: bytes) -> tuple[int, int]:
+    """(width, height) from a WebP's first chunk (VP8X canvas, VP8L or VP8 frame header).
+
+    Raises:
+        CorruptImageError: the header is truncated or unknown.
+    """
+    chunk = data[12:16]
+    if chunk == b"VP8X" and len(data) >= 30:
+        return 1 + int.from_bytes(data[24:27], "little"), 1 + int.from_bytes(data[27:30], "little")
+    if chunk == b"VP8L" and len(data) >= 25 and data[20] == 0x2F:
+        bits = int.from_bytes(data[21:25], "little")
+        return 1 + (bits & 0x3FFF), 1 + ((bits >> 14) & 0x3FFF)
+    if chunk == b"VP8 " and len(data) >= 30 and data[23:26] == b"\x9d\x01\x2a":
+        return int.from_bytes(data[26:28], "little") & 0x3FFF, int.from_bytes(data[28:30], "little") & 0x3FFF
+    raise CorruptImageError()
+
+
+def apply_orientation(pixels: np.ndarray, orientation: object) -> np.ndarray:
+    """``pixels`` (``[H, W]`` or ``[H, W, C]``) turned upright per an EXIF orientation tag (1–8).
+
+    Unknown or missing values leave the image as stored, as viewers do.
+    """
+    if orientation == 2:
+        return cv2.flip(pixels, 1)
+    if orientation == 3:
+        return cv2.rotate(pixels, cv2.ROTATE_180)
+    if orientation == 4:
+        return cv2.flip(pixels, 0)
+    if orientation == 5:
+        return cv2.transpose(pixels)
+    if orientation == 6:
+        return cv2.rotate(pixels, cv2.ROTATE_90_CLOCKWISE)
+    if orientation == 7:
+        return cv2.flip(cv2.transpose(pixels), -1)
+    if orientation == 8:
+        return cv2.rotate(pixels, cv2.ROTATE_90_COUNTERCLOCKWISE)
+    return pixels
+
+
+def _open_header(data: bytes, image_format: ImageFormat) -> Image.Image:
+    """The format plugin's lazily opened image: header parsed, no pixels decoded."""
+    plugin = _PLUGINS[image_format]
+    return plugin(io.BytesIO(data))  # type: ignore[call-arg]
+
+
+def _decode_jpeg_pixels(data: bytes, size: tuple[int, int]) -> np.ndarray:
+    rgb = simplejpeg.decode_jpeg(data, colorspace="RGB", strict=True)
+    if (rgb.shape[1], rgb.shape[0]) != size:
+        raise CorruptImageError()
+    return rgb
+
+
+def _cmyk_to_rgb(image: Image.Image) -> np.ndarray:
+    image.load()
+    icc_profile = image.info.get("icc_profile")
+    if icc_profile:
+        try:
+            source = ImageCms.ImageCmsProfile(io.BytesIO(icc_profile))
+            converted = ImageCms.profileToProfile(image, source, _SRGB_PROFILE, outputMode="RGB")
+        except (ImageCms.PyCMSError, OSError, ValueError) as error:
+            logger.info("unusable CMYK ICC profile, using the naive conversion: %s", error)
+        else:
+            if converted is not None:
+                return np.asarray(converted)
+    return np.asarray(image.convert("RGB"))
+
+
+def _pillow_to_arrays(image: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
+    """RGB and optional alpha arrays from a (first-frame) Pillow image of any PNG/WebP/BMP mode."""
+    image.load()
+    mode = image.mode
+    if mode == "RGB":
+        return np.asarray(image), None
+    if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
+        grey = _sixteen_bit_to_uint8(np.asarray(image))
+        return cv2.cvtColor(grey, cv2.COLOR_GRAY2RGB), None
+    if "A" in image.getbands() or "a" in image.getbands() or "transparency" in image.info:
+        rgba = np.asarray(image if mode == "RGBA" else image.convert("RGBA"))
+        alpha = np.ascontiguousarray(rgba[..., 3])
+        if int(alpha.min()) == 255:
+            return cv2.cvtColor(rgba, cv2.COLOR_RGBA2RGB), None
+        return cv2.cvtColor(rgba, cv2.COLOR_RGBA2RGB), alpha
+    if mode == "L":
+        return cv2.cvtColor(np.asarray(image), cv2.COLOR_GRAY2RGB), None
+    return np.asarray(image.convert("RGB")), None
+
+
+def _sixteen_bit_to_uint8(samples: np.ndarray) -> np.ndarray:
+    """16-bit samples (any integer dtype, values 0..65535) scaled to uint8 by keeping the high byte."""
+    wide = samples.astype(np.int64, copy=False) if samples.dtype.kind == "i" else samples.astype(np.uint32)
+    return (np.clip(wide, 0, 65535) >> 8).astype(np.uint8)
