@@ -38,8 +38,9 @@ class DecodedImage:
     """An upload decoded at its original (EXIF-oriented) size.
 
     Attributes:
-        rgb: ``[H, W, 3]`` uint8 RGB. Pixels of a source with alpha are composited on a neutral
-            grey so the model sees what a viewer sees.
+        rgb: ``[H, W, 3]`` uint8 RGB, straight (not premultiplied) colours as stored. For a source
+            with alpha, the preprocess stage composites them on neutral grey for the model only,
+            so the output keeps the true colours of semi-transparent pixels.
         alpha: ``[H, W]`` uint8 source alpha, or None when the source is opaque. It is multiplied
             into the output alpha, so transparent input stays transparent.
         source_format: the container format of the upload.

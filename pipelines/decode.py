@@ -38,7 +38,7 @@ from PIL import BmpImagePlugin, Image, ImageCms, JpegImagePlugin, PngImagePlugin
 
 from pipelines.datatypes import DecodedImage, ImageFormat
 from pipelines.errors import BackgroundRemovalError, CorruptImageError, ImageTooLargeError
-from pipelines.validate import UploadLimits, check_dimensions, check_upload
+from pipelines.validate import DEFAULT_LIMITS, UploadLimits, check_dimensions, check_upload
 
 logger = logging.getLogger(__name__)
 
@@ -54,7 +54,7 @@ _PLUGINS: dict[ImageFormat, type[Image.Image]] = {
 _SRGB_PROFILE = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
 
 
-def decode_image(data: bytes, limits: UploadLimits = UploadLimits()) -> DecodedImage:
+def decode_image(data: bytes, limits: UploadLimits = DEFAULT_LIMITS) -> DecodedImage:
     """Validates and decodes an upload.
 
     Args:
@@ -189,5 +189,5 @@ def _pillow_to_arrays(image: Image.Image) -> tuple[np.ndarray, np.ndarray | None
 
 def _sixteen_bit_to_uint8(samples: np.ndarray) -> np.ndarray:
     """16-bit samples (any integer dtype, values 0..65535) scaled to uint8 by keeping the high byte."""
-    wide = samples.astype(np.int64, copy=False) if samples.dtype.kind == "i" else samples.astype(np.uint32)
-    return (np.clip(wide, 0, 65535) >> 8).astype(np.uint8)
+    clipped = np.clip(samples.astype(np.int64), 0, 65535)
+    return np.right_shift(clipped, 8).astype(np.uint8)

@@ -72,6 +72,9 @@ class UploadLimits:
         }
 
 
+DEFAULT_LIMITS = UploadLimits()
+
+
 def sniff_format(data: bytes) -> ImageFormat:
     """The upload's format from its magic bytes.
 
@@ -85,7 +88,11 @@ def sniff_format(data: bytes) -> ImageFormat:
         return ImageFormat.PNG
     if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
         return ImageFormat.WEBP
-    if data[:2] == b"BM" and len(data) >= 26 and int.from_bytes(data[14:18], "little") in _BMP_DIB_HEADER_SIZES:
+    if (
+        data[:2] == b"BM"
+        and len(data) >= 26
+        and int.from_bytes(data[14:18], "little") in _BMP_DIB_HEADER_SIZES
+    ):
         return ImageFormat.BMP
     received = name_unsupported_format(data)
     raise InvalidFormatError(
@@ -137,7 +144,7 @@ def _as_text(prefix: bytes) -> str | None:
     return text if printable >= 0.95 * len(text) else None
 
 
-def check_file_size(data: bytes, limits: UploadLimits = UploadLimits()) -> None:
+def check_file_size(data: bytes, limits: UploadLimits = DEFAULT_LIMITS) -> None:
     """Raises FileTooLargeError (413) when the upload exceeds ``limits.max_file_bytes``."""
     size = len(data)
     if size > limits.max_file_bytes:
@@ -148,7 +155,7 @@ def check_file_size(data: bytes, limits: UploadLimits = UploadLimits()) -> None:
         )
 
 
-def check_upload(data: bytes, limits: UploadLimits = UploadLimits()) -> ImageFormat:
+def check_upload(data: bytes, limits: UploadLimits = DEFAULT_LIMITS) -> ImageFormat:
     """The ingress check: size first, then magic bytes. Touches at most the first 4 KB of ``data``.
 
     Raises:
@@ -159,7 +166,7 @@ def check_upload(data: bytes, limits: UploadLimits = UploadLimits()) -> ImageFor
     return sniff_format(data)
 
 
-def check_dimensions(width: int, height: int, file_size: int, limits: UploadLimits = UploadLimits()) -> None:
+def check_dimensions(width: int, height: int, file_size: int, limits: UploadLimits = DEFAULT_LIMITS) -> None:
     """Checks header dimensions before any pixel is decoded.
 
     Order: too small, then the bomb ratio, then the 8K / megapixel limits. The 8K limit is
@@ -186,7 +193,11 @@ def check_dimensions(width: int, height: int, file_size: int, limits: UploadLimi
             ratio=round(ratio, 1),
         )
     long_side, short_side = max(width, height), min(width, height)
-    if long_side > limits.max_long_side or short_side > limits.max_short_side or width * height > limits.max_pixels:
+    if (
+        long_side > limits.max_long_side
+        or short_side > limits.max_short_side
+        or width * height > limits.max_pixels
+    ):
         raise ImageTooLargeError(
             f"Image dimensions {width}x{height} exceed the maximum of "
             f"{limits.max_long_side}x{limits.max_short_side} (8K) or {limits.max_pixels / 1e6:g} megapixels",

@@ -26,17 +26,24 @@ def photo_like_rgb(width: int, height: int, seed: int = 0, noise_sigma: float = 
     rng = np.random.default_rng(seed)
     image = np.zeros((height, width, 3), np.float32)
     for cells, weight in ((3, 90.0), (12, 40.0), (48, 20.0)):
-        coarse = rng.uniform(-1.0, 1.0, (cells, max(2, cells * width // max(height, 1)), 3)).astype(np.float32)
+        coarse = rng.uniform(-1.0, 1.0, (cells, max(2, cells * width // max(height, 1)), 3)).astype(
+            np.float32
+        )
         image += weight * cv2.resize(coarse, (width, height), interpolation=cv2.INTER_CUBIC)
     image += 128.0
     for _ in range(12):
         colour = tuple(float(c) for c in rng.uniform(0, 255, 3))
         centre = (int(rng.integers(0, width)), int(rng.integers(0, height)))
-        axes = (int(rng.integers(width // 40 + 1, width // 6 + 2)), int(rng.integers(height // 40 + 1, height // 6 + 2)))
+        axes = (
+            int(rng.integers(width // 40 + 1, width // 6 + 2)),
+            int(rng.integers(height // 40 + 1, height // 6 + 2)),
+        )
         cv2.ellipse(image, centre, axes, float(rng.uniform(0, 180)), 0, 360, colour, -1)
     # Fine stripes: high-frequency texture that separates antialiased from plain resizers.
     stripes = 25.0 * np.sin(np.arange(width, dtype=np.float32) * 0.9)[None, :, None]
-    image[height // 3 : 2 * height // 3, width // 3 : 2 * width // 3] += stripes[:, width // 3 : 2 * width // 3]
+    image[height // 3 : 2 * height // 3, width // 3 : 2 * width // 3] += stripes[
+        :, width // 3 : 2 * width // 3
+    ]
     image = cv2.GaussianBlur(image, (3, 3), 0)
     image += rng.normal(0.0, noise_sigma, image.shape).astype(np.float32)
     return np.clip(image, 0, 255).astype(np.uint8)
