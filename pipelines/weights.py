@@ -49,6 +49,15 @@ def bundled_weights(variant: Variant) -> Path | None:
     return path if not variant.hf_repo and path.is_file() else None
 
 
+def hub_cache_dir(cache_dir: str | Path | None = None) -> str:
+    """The Hugging Face cache folder in use (``HF_HUB_CACHE`` / ``HF_HOME`` aware)."""
+    if cache_dir:
+        return str(cache_dir)
+    from huggingface_hub import constants
+
+    return str(constants.HF_HUB_CACHE)
+
+
 def cached_weights(variant: Variant, cache_dir: str | Path | None = None) -> Path | None:
     """The file in the Hugging Face cache, without any network access."""
     if not variant.hf_repo:
@@ -85,7 +94,7 @@ def find_weights(
     if bundled is not None:
         return bundled, looked
     if variant.hf_repo:
-        looked.append(f"Hugging Face cache ({cache_dir or 'default HF_HUB_CACHE'})")
+        looked.append(f"Hugging Face cache {hub_cache_dir(cache_dir)}")
         cached = cached_weights(variant, cache_dir)
         if cached is not None:
             return cached, looked
@@ -144,7 +153,7 @@ def download_weights(
         return found
     from huggingface_hub import hf_hub_download
 
-    target = f"{output_dir}" if output_dir else f"Hugging Face cache ({cache_dir or 'default'})"
+    target = f"{output_dir}" if output_dir else f"Hugging Face cache {hub_cache_dir(cache_dir)}"
     logger.info("downloading %s/%s into %s", variant.hf_repo, variant.hf_filename, target)
     try:
         path = Path(

@@ -16,7 +16,7 @@ the network is bilinear with ``align_corners=True``.
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import cast
 
@@ -48,11 +48,12 @@ _WRAPPER_PREFIXES: tuple[str, ...] = ("module.", "_orig_mod.")
 # --------------------------------------------------------------------------------------------
 
 
-def resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+def resize(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
     """Bilinear resize with ``align_corners=True``, the only resize mode used in the network."""
-    if tuple(x.shape[-2:]) == tuple(size):
+    target = (int(size[0]), int(size[1]))
+    if tuple(x.shape[-2:]) == target:
         return x
-    return F.interpolate(x, size=size, mode="bilinear", align_corners=True)
+    return F.interpolate(x, size=target, mode="bilinear", align_corners=True)
 
 
 def window_partition(x: torch.Tensor, window: int) -> torch.Tensor:
@@ -194,6 +195,8 @@ class Mlp(nn.Module):
 
 class WindowAttention(nn.Module):
     """Multi-head self-attention inside windows, with a learned relative position bias."""
+
+    relative_position_index: torch.Tensor
 
     def __init__(self, dim: int, window_size: int, num_heads: int) -> None:
         super().__init__()
@@ -670,12 +673,7 @@ def create_model(config: BiRefNetConfig, *, device: torch.device | str = "cpu",
     """Build a BiRefNet in eval mode (random weights; load a checkpoint next)."""
     with torch.device(device):
         model = BiRefNet(config)
-    model = model.to(dtype=dtype)
-    # Index buffers must stay integer after a dtype cast.
-    for module in model.modules():
-        if isinstance(module, WindowAttention):
-            module.relative_position_index = module.relative_position_index.long()
-    return model.eval()
+    return model.to(dtype=dtype).eval()  # integer index buffers keep their dtype
 
 
 def with_patch_order(config: BiRefNetConfig, order: PatchOrder | str) -> BiRefNetConfig:

@@ -65,8 +65,12 @@ class Variant:
         )
 
 
+_GENERAL = BiRefNetConfig(backbone=SWIN_L)
+_LITE = BiRefNetConfig(backbone=SWIN_T)
+
+
 def _release(name: str, repo: str, size: tuple[int, int], release_file: str, description: str,
-             config: BiRefNetConfig = BiRefNetConfig(backbone=SWIN_L)) -> Variant:
+             config: BiRefNetConfig = _GENERAL) -> Variant:
     return Variant(
         name=name,
         display_name=repo,
@@ -77,8 +81,6 @@ def _release(name: str, repo: str, size: tuple[int, int], release_file: str, des
         description=description,
     )
 
-
-_LITE = BiRefNetConfig(backbone=SWIN_T)
 
 VARIANTS: dict[str, Variant] = {
     v.name: v

@@ -1,0 +1,130 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from pipelines.model.birefnet import (
+    SWIN_L,
+    SWIN_T,
+    BiRefNet,
+    BiRefNetConfig,
+    PatchOrder,
+    create_model,
+    relative_position_index,
+    stack_patches,
+    with_patch_order,
+)
+from pipelines.model.deterministic import deterministic_input, deterministic_state_dict
+from tests.pipelines.model.tiny import REFERENCE_DIR, TINY, manifest_entries
+
+
+@pytest.mark.parametrize(("variant", "backbone"), [("general", SWIN_L), ("lite", SWIN_T)])
+def test_state_dict_matches_official_manifest(variant: str, backbone) -> None:
+    entries = manifest_entries(variant)
+    with torch.device("meta"):
+        model = BiRefNet(BiRefNetConfig(backbone=backbone))
+    ours = [(k, list(t.shape), str(t.dtype).replace("torch.", "")) for k, t in model.state_dict().items()]
+    assert ours == [(k, list(s), d) for k, s, d in entries]
+
+
+def test_parameter_count_matches_official_general() -> None:
+    with torch.device("meta"):
+        model = BiRefNet(BiRefNetConfig(backbone=SWIN_L))
+    assert sum(p.numel() for p in model.parameters()) == 220_176_498
+
+
+def test_forward_returns_logits_at_input_size(tiny_model: torch.nn.Module) -> None:
+    x = torch.randn(2, 3, 64, 96)
+    with torch.inference_mode():
+        out = tiny_model(x)
+    assert out.shape == (2, 1, 64, 96)
+    assert out.dtype == torch.float32
+    assert torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("size", [(64, 80), (50, 64), (32, 33)])
+def test_forward_rejects_sizes_not_multiple_of_32(tiny_model: torch.nn.Module, size: tuple[int, int]) -> None:
+    with pytest.raises(ValueError, match="multiples of 32"):
+        tiny_model(torch.zeros(1, 3, *size))
+
+
+def test_forward_rejects_non_rgb_input(tiny_model: torch.nn.Module) -> None:
+    with pytest.raises(ValueError, match=r"\[B, 3, H, W\]"):
+        tiny_model(torch.zeros(1, 4, 64, 64))
+
+
+def test_batch_elements_are_independent(tiny_model: torch.nn.Module) -> None:
+    torch.manual_seed(1)
+    a, b = torch.randn(1, 3, 64, 64), torch.randn(1, 3, 64, 64)
+    with torch.inference_mode():
+        together = tiny_model(torch.cat([a, b]))
+        alone = tiny_model(b)
+    torch.testing.assert_close(together[1:], alone, rtol=1e-4, atol=1e-5)
+
+
+def test_float64_model_runs_in_float64(tiny_model: torch.nn.Module) -> None:
+    model = tiny_model.double()
+    with torch.inference_mode():
+        out = model(torch.randn(1, 3, 64, 64, dtype=torch.float64))
+    assert out.dtype == torch.float64
+
+
+def test_relative_position_index_is_standard_swin_index() -> None:
+    index = relative_position_index(3)
+    # query (0,0) vs key (2,2): (0-2+2)*5 + (0-2+2) = 0; key (0,0) vs query (2,2): 4*5+4 = 24
+    assert index[0, 8] == 0 and index[8, 0] == 24 and index[4, 4] == 12
+    assert index.dtype == torch.int64
+
+
+def test_stack_patches_current_order_is_colour_major() -> None:
+    x = torch.arange(3 * 4 * 6, dtype=torch.float32).view(1, 3, 4, 6)
+    out = stack_patches(x, (2, 3), PatchOrder.CURRENT)  # grid 2x2
+    gh, gw = 2, 2
+    for c in range(3):
+        for gy in range(gh):
+            for gx in range(gw):
+                ch = c * gh * gw + gy * gw + gx
+                torch.testing.assert_close(out[0, ch], x[0, c, gy * 2:(gy + 1) * 2, gx * 3:(gx + 1) * 3])
+
+
+def test_stack_patches_legacy_order_is_patch_major_column_first() -> None:
+    x = torch.arange(3 * 4 * 6, dtype=torch.float32).view(1, 3, 4, 6)
+    out = stack_patches(x, (2, 3), PatchOrder.LEGACY)
+    for c in range(3):
+        for gy in range(2):
+            for gx in range(2):
+                ch = (gx * 2 + gy) * 3 + c
+                torch.testing.assert_close(out[0, ch], x[0, c, gy * 2:(gy + 1) * 2, gx * 3:(gx + 1) * 3])
+
+
+def test_patch_order_flag_changes_the_output(tiny_model: torch.nn.Module) -> None:
+    legacy = create_model(with_patch_order(TINY, "legacy"))
+    legacy.load_state_dict(tiny_model.state_dict())
+    x = torch.randn(1, 3, 64, 64)
+    with torch.inference_mode():
+        assert not torch.allclose(legacy(x), tiny_model(x))
+
+
+def test_float64_equivalence_lite_288x416() -> None:
+    """Our network equals the official one on the deterministic lite 288×416 case (≤ 1e-9)."""
+    reference_path = REFERENCE_DIR / "lite_reference_288x416.npz"
+    entries = manifest_entries("lite")
+    reference = np.load(reference_path)
+    model = create_model(BiRefNetConfig(backbone=SWIN_T))
+    model.load_state_dict(deterministic_state_dict([(k, s) for k, s, _ in entries]))
+    model = model.double()
+    x = deterministic_input(288, 416)
+    assert np.array_equal(x[0].numpy(), reference["input"])
+    with torch.inference_mode():
+        mask = torch.sigmoid(model(x.double()))[0, 0].numpy()
+    assert np.abs(mask - reference["mask_f64"]).max() <= 1e-9
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("variant", ["lite", "general"])
+def test_float64_equivalence_512(variant: str) -> None:
+    from scripts.check_equivalence import run
+
+    result = run(variant, "512", "float64", REFERENCE_DIR, threads=2)
+    assert result["max_abs_mask_diff"] <= 1e-9
