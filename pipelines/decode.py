@@ -64,7 +64,7 @@ def decode_image(data: bytes, limits: UploadLimits = DEFAULT_LIMITS) -> DecodedI
     Returns:
         A ``DecodedImage`` whose ``rgb`` is ``[H, W, 3]`` uint8 (straight, not premultiplied,
         colours) and ``alpha`` ``[H, W]`` uint8 or None, both at the EXIF-oriented size. A source
-        alpha that is 255 everywhere is dropped (``alpha=None``). Animated sources yield their
+        alpha that is 255 everywhere is dropped (``alpha=None``). The arrays are writable. Animated sources yield their
         first frame with ``animated=True``.
 
     Raises:
@@ -163,8 +163,8 @@ def _cmyk_to_rgb(image: Image.Image) -> np.ndarray:
             logger.info("unusable CMYK ICC profile, using the naive conversion: %s", error)
         else:
             if converted is not None:
-                return np.asarray(converted)
-    return np.asarray(image.convert("RGB"))
+                return np.array(converted)
+    return np.array(image.convert("RGB"))
 
 
 def _pillow_to_arrays(image: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
@@ -172,7 +172,7 @@ def _pillow_to_arrays(image: Image.Image) -> tuple[np.ndarray, np.ndarray | None
     image.load()
     mode = image.mode
     if mode == "RGB":
-        return np.asarray(image), None
+        return np.array(image), None
     if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
         grey = _sixteen_bit_to_uint8(np.asarray(image))
         return cv2.cvtColor(grey, cv2.COLOR_GRAY2RGB), None
@@ -184,7 +184,7 @@ def _pillow_to_arrays(image: Image.Image) -> tuple[np.ndarray, np.ndarray | None
         return cv2.cvtColor(rgba, cv2.COLOR_RGBA2RGB), alpha
     if mode == "L":
         return cv2.cvtColor(np.asarray(image), cv2.COLOR_GRAY2RGB), None
-    return np.asarray(image.convert("RGB")), None
+    return np.array(image.convert("RGB")), None
 
 
 def _sixteen_bit_to_uint8(samples: np.ndarray) -> np.ndarray:

@@ -49,12 +49,17 @@ def resize_for_model(rgb: np.ndarray, input_size: tuple[int, int]) -> np.ndarray
     height, width = input_size
     if rgb.shape[:2] == (height, width):
         return np.ascontiguousarray(rgb)
-    # NCHW view of the HWC buffer is channels-last, the layout torch's uint8 antialias kernel wants.
-    source = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1).unsqueeze(0)
+    # The NCHW view of the HWC buffer is channels-last, the layout of torch's fast uint8 kernel.
+    # The batch dim's stride must be restated too (a no-copy ``contiguous``), or torch falls back
+    # to its generic kernel: 12 ms instead of 3.4 ms at 1080p.
+    source = (
+        torch.from_numpy(np.ascontiguousarray(rgb))
+        .permute(2, 0, 1)
+        .unsqueeze(0)
+        .contiguous(memory_format=torch.channels_last)
+    )
     with torch.inference_mode():
-        resized = F.interpolate(
-            source, size=(height, width), mode="bilinear", antialias=True, align_corners=False
-        )
+        resized = F.interpolate(source, size=(height, width), mode="bilinear", antialias=True, align_corners=False)
     return np.ascontiguousarray(resized[0].permute(1, 2, 0).numpy())
 
 

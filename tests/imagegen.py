@@ -26,9 +26,7 @@ def photo_like_rgb(width: int, height: int, seed: int = 0, noise_sigma: float = 
     rng = np.random.default_rng(seed)
     image = np.zeros((height, width, 3), np.float32)
     for cells, weight in ((3, 90.0), (12, 40.0), (48, 20.0)):
-        coarse = rng.uniform(-1.0, 1.0, (cells, max(2, cells * width // max(height, 1)), 3)).astype(
-            np.float32
-        )
+        coarse = rng.uniform(-1.0, 1.0, (cells, max(2, cells * width // max(height, 1)), 3)).astype(np.float32)
         image += weight * cv2.resize(coarse, (width, height), interpolation=cv2.INTER_CUBIC)
     image += 128.0
     for _ in range(12):
@@ -41,9 +39,7 @@ def photo_like_rgb(width: int, height: int, seed: int = 0, noise_sigma: float = 
         cv2.ellipse(image, centre, axes, float(rng.uniform(0, 180)), 0, 360, colour, -1)
     # Fine stripes: high-frequency texture that separates antialiased from plain resizers.
     stripes = 25.0 * np.sin(np.arange(width, dtype=np.float32) * 0.9)[None, :, None]
-    image[height // 3 : 2 * height // 3, width // 3 : 2 * width // 3] += stripes[
-        :, width // 3 : 2 * width // 3
-    ]
+    image[height // 3 : 2 * height // 3, width // 3 : 2 * width // 3] += stripes[:, width // 3 : 2 * width // 3]
     image = cv2.GaussianBlur(image, (3, 3), 0)
     image += rng.normal(0.0, noise_sigma, image.shape).astype(np.float32)
     return np.clip(image, 0, 255).astype(np.uint8)
@@ -76,9 +72,7 @@ def encode_with_pillow(image: Image.Image, format_name: str, **params: object) -
     return buffer.getvalue()
 
 
-def jpeg_bytes(
-    rgb: np.ndarray, quality: int = 90, progressive: bool = False, orientation: int | None = None
-) -> bytes:
+def jpeg_bytes(rgb: np.ndarray, quality: int = 90, progressive: bool = False, orientation: int | None = None) -> bytes:
     """A JPEG of ``rgb`` (``[H, W, 3]`` or ``[H, W]`` grey), optionally progressive or EXIF-oriented."""
     params: dict[str, object] = {"quality": quality, "progressive": progressive}
     if orientation is not None:
@@ -146,12 +140,7 @@ def _png_chunk(kind: bytes, payload: bytes) -> bytes:
 def handmade_png(width: int, height: int, bit_depth: int, colour_type: int, idat: bytes) -> bytes:
     """A PNG assembled chunk by chunk, with any header and any (possibly bogus) IDAT payload."""
     header = struct.pack(">IIBBBBB", width, height, bit_depth, colour_type, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + _png_chunk(b"IHDR", header)
-        + _png_chunk(b"IDAT", idat)
-        + _png_chunk(b"IEND", b"")
-    )
+    return b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", header) + _png_chunk(b"IDAT", idat) + _png_chunk(b"IEND", b"")
 
 
 def bomb_png(side: int = 16_000) -> bytes:
@@ -205,3 +194,79 @@ def minimal_zip() -> bytes:
     with zipfile.ZipFile(buffer, "w") as archive:
         archive.writestr("a.txt", "hello")
     return buffer.getvalue()
+
+
+def _s15fixed16(value: float) -> bytes:
+    return struct.pack(">i", round(value * 65536))
+
+
+def _v2_ab(pillow_byte: float) -> int:
+    return ((int(pillow_byte) + 128) % 256) * 256
+
+
+def swapped_cmyk_icc_profile() -> bytes:
+    """A minimal ICC v2 CMYK→Lab printer profile whose inks are deliberately "wrong".
+
+    It maps ink amount straight to the light of the opposite primary: full cyan ink is red, full
+    magenta green, full yellow blue (and K darkens). A decoder that ignores the profile gives the
+    complementary colour, so a test can tell whether the embedded profile was honoured.
+    Built by hand (a 2-point lut16 ``A2B0``) because no CMYK profile ships with the test
+    environment.
+    """
+    from PIL import ImageCms
+
+    corners = []
+    for cyan in (0, 1):
+        for magenta in (0, 1):
+            for yellow in (0, 1):
+                for black in (0, 1):
+                    light = 1 - black
+                    corners.append((255 * cyan * light, 255 * magenta * light, 255 * yellow * light))
+    srgb = Image.new("RGB", (len(corners), 1))
+    srgb.putdata([tuple(int(v) for v in corner) for corner in corners])
+    to_lab = ImageCms.buildTransform(ImageCms.createProfile("sRGB"), ImageCms.createProfile("LAB"), "RGB", "LAB")
+    lab = np.asarray(ImageCms.applyTransform(srgb, to_lab)).reshape(-1, 3).astype(np.float64)
+    clut = bytearray()
+    for lightness, a_axis, b_axis in lab:
+        # ICC v2 16-bit Lab: L·0xFF00/100; a/b need Pillow's 8-bit a/b with the top bit flipped
+        # (checked empirically: the profile then maps each ink corner to its intended colour).
+        clut += struct.pack(">HHH", round(lightness / 255 * 0xFF00), _v2_ab(a_axis), _v2_ab(b_axis))
+    identity = b"".join(_s15fixed16(1.0 if row == col else 0.0) for row in range(3) for col in range(3))
+    lut = (
+        b"mft2"
+        + bytes(4)
+        + bytes([4, 3, 2, 0])
+        + identity
+        + struct.pack(">HH", 2, 2)
+        + struct.pack(">HH", 0, 65535) * 4
+        + bytes(clut)
+        + struct.pack(">HH", 0, 65535) * 3
+    )
+    description = b"swapped CMYK test\x00"
+    desc = b"desc" + bytes(4) + struct.pack(">I", len(description)) + description + bytes(4 + 4 + 2 + 1 + 67)
+    white = b"XYZ " + bytes(4) + _s15fixed16(0.9642) + _s15fixed16(1.0) + _s15fixed16(0.8249)
+    tags = [(b"desc", desc), (b"wtpt", white), (b"A2B0", lut)]
+    offset = 128 + 4 + 12 * len(tags)
+    table = struct.pack(">I", len(tags))
+    body = b""
+    for signature, payload in tags:
+        padded = payload + bytes(-len(payload) % 4)
+        table += signature + struct.pack(">II", offset + len(body), len(payload))
+        body += padded
+    size = offset + len(body)
+    header = (
+        struct.pack(">I", size)
+        + bytes(4)
+        + struct.pack(">I", 0x02100000)
+        + b"prtrCMYKLab "
+        + bytes(12)
+        + b"acsp"
+        + bytes(24)
+        + struct.pack(">I", 0)
+        + _s15fixed16(0.9642)
+        + _s15fixed16(1.0)
+        + _s15fixed16(0.8249)
+        + bytes(48)
+    )
+    assert len(header) == 128
+    return header + table + body

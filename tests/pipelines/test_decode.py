@@ -1,0 +1,278 @@
+"""Decoding every supported input class to upright RGB uint8, and refusing every hostile one."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image, ImageOps
+
+from pipelines.datatypes import ImageFormat
+from pipelines.decode import apply_orientation, decode_image, read_webp_size
+from pipelines.errors import (
+    BackgroundRemovalError,
+    CorruptImageError,
+    ImageBombError,
+    ImageTooLargeError,
+    ImageTooSmallError,
+    InvalidFormatError,
+)
+from pipelines.validate import UploadLimits
+from tests import imagegen
+
+WIDTH, HEIGHT = 160, 96
+
+
+@pytest.fixture(scope="module")
+def photo() -> np.ndarray:
+    return imagegen.photo_like_rgb(WIDTH, HEIGHT, seed=3)
+
+
+@pytest.fixture(scope="module")
+def soft_alpha() -> np.ndarray:
+    return imagegen.subject_alpha(WIDTH, HEIGHT)
+
+
+def _max_difference(first: np.ndarray, second: np.ndarray) -> int:
+    return int(np.abs(first.astype(np.int16) - second.astype(np.int16)).max())
+
+
+def _assert_rgb(decoded_rgb: np.ndarray, height: int, width: int) -> None:
+    assert decoded_rgb.shape == (height, width, 3)
+    assert decoded_rgb.dtype == np.uint8
+
+
+def test_decode_baseline_jpeg_matches_pillow(photo: np.ndarray) -> None:
+    data = imagegen.jpeg_bytes(photo)
+    decoded = decode_image(data)
+    _assert_rgb(decoded.rgb, HEIGHT, WIDTH)
+    assert decoded.alpha is None
+    assert decoded.source_format is ImageFormat.JPEG
+    assert _max_difference(decoded.rgb, np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))) <= 2
+
+
+def test_decode_progressive_jpeg(photo: np.ndarray) -> None:
+    data = imagegen.jpeg_bytes(photo, progressive=True)
+    decoded = decode_image(data)
+    _assert_rgb(decoded.rgb, HEIGHT, WIDTH)
+    assert _max_difference(decoded.rgb, np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))) <= 2
+
+
+def test_decode_grey_jpeg_expands_to_rgb(photo: np.ndarray) -> None:
+    decoded = decode_image(imagegen.jpeg_bytes(photo[..., 1]))
+    _assert_rgb(decoded.rgb, HEIGHT, WIDTH)
+    assert np.array_equal(decoded.rgb[..., 0], decoded.rgb[..., 2])
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_decode_applies_exif_orientation_like_pillow(orientation: int) -> None:
+    gradient = imagegen.gradient_rgb(WIDTH, HEIGHT)
+    data = imagegen.jpeg_bytes(gradient, quality=95, orientation=orientation)
+    decoded = decode_image(data)
+    expected = np.asarray(ImageOps.exif_transpose(Image.open(io.BytesIO(data))).convert("RGB"))
+    assert decoded.rgb.shape == expected.shape
+    assert _max_difference(decoded.rgb, expected) <= 2
+
+
+def test_decode_exif_rotated_jpeg_has_oriented_size() -> None:
+    decoded = decode_image(imagegen.jpeg_bytes(imagegen.gradient_rgb(WIDTH, HEIGHT), orientation=6))
+    assert (decoded.width, decoded.height) == (HEIGHT, WIDTH)
+    # Rotated 90° clockwise: the stored bottom-left (green) corner is now top-left.
+    assert decoded.rgb[0, 0, 1] > 200 and decoded.rgb[0, 0, 0] < 50
+
+
+def test_decode_cmyk_jpeg_without_profile_uses_naive_conversion(photo: np.ndarray) -> None:
+    decoded = decode_image(imagegen.cmyk_jpeg_bytes(photo))
+    _assert_rgb(decoded.rgb, HEIGHT, WIDTH)
+    assert np.abs(decoded.rgb.astype(np.int16) - photo).mean() < 3
+
+
+def test_decode_cmyk_jpeg_honours_embedded_icc_profile() -> None:
+    rgb = np.zeros((64, 64, 3), np.uint8)
+    rgb[:] = (0, 255, 255)  # full cyan ink, no other ink
+    data = imagegen.cmyk_jpeg_bytes(rgb, icc_profile=imagegen.swapped_cmyk_icc_profile())
+    decoded = decode_image(data)
+    # The test profile renders cyan ink as red; the naive conversion would give cyan.
+    assert _max_difference(decoded.rgb[32, 32], np.array([255, 0, 0], np.uint8)) <= 12
+
+
+def test_decode_png_rgb_is_exact(photo: np.ndarray) -> None:
+    decoded = decode_image(imagegen.png_bytes(photo))
+    assert np.array_equal(decoded.rgb, photo)
+    assert decoded.source_format is ImageFormat.PNG
+
+
+def test_decode_16bit_grey_png_scales_instead_of_saturating() -> None:
+    ramp = np.tile(np.linspace(0, 65535, WIDTH).astype(np.uint16), (HEIGHT, 1))
+    decoded = decode_image(imagegen.png_bytes(ramp))
+    assert np.array_equal(decoded.rgb[..., 0], (ramp >> 8).astype(np.uint8))
+    assert int(decoded.rgb[0, WIDTH // 2, 0]) in (127, 128)
+
+
+def test_decode_16bit_rgb_png_scales_instead_of_saturating(photo: np.ndarray) -> None:
+    decoded = decode_image(imagegen.png16_rgb_bytes(photo.astype(np.uint16) * 257))
+    assert np.array_equal(decoded.rgb, photo)
+
+
+def test_decode_palette_png_with_transparency_keeps_alpha() -> None:
+    decoded = decode_image(imagegen.palette_png_with_transparency(128, 64))
+    assert decoded.alpha is not None
+    assert decoded.alpha[:, :64].min() == 255 and decoded.alpha[:, 64:].max() == 0
+    assert tuple(decoded.rgb[10, 10]) == (255, 0, 0)
+
+
+def test_decode_rgba_png_returns_straight_rgb_and_alpha(photo: np.ndarray, soft_alpha: np.ndarray) -> None:
+    decoded = decode_image(imagegen.png_bytes(np.dstack([photo, soft_alpha])))
+    assert np.array_equal(decoded.rgb, photo)
+    assert decoded.alpha is not None and np.array_equal(decoded.alpha, soft_alpha)
+
+
+def test_decode_grey_alpha_png_keeps_alpha(photo: np.ndarray, soft_alpha: np.ndarray) -> None:
+    decoded = decode_image(imagegen.png_bytes(np.dstack([photo[..., 0], soft_alpha])))
+    assert np.array_equal(decoded.rgb[..., 2], photo[..., 0])
+    assert decoded.alpha is not None and np.array_equal(decoded.alpha, soft_alpha)
+
+
+def test_decode_fully_opaque_rgba_drops_alpha(photo: np.ndarray) -> None:
+    opaque = np.full((HEIGHT, WIDTH), 255, np.uint8)
+    assert decode_image(imagegen.png_bytes(np.dstack([photo, opaque]))).alpha is None
+
+
+def test_decode_webp_lossless_rgba(photo: np.ndarray, soft_alpha: np.ndarray) -> None:
+    decoded = decode_image(imagegen.webp_bytes(np.dstack([photo, soft_alpha])))
+    assert decoded.source_format is ImageFormat.WEBP
+    assert decoded.alpha is not None and np.array_equal(decoded.alpha, soft_alpha)
+    visible = soft_alpha > 0
+    assert np.array_equal(decoded.rgb[visible], photo[visible])
+
+
+def test_decode_webp_lossy(photo: np.ndarray) -> None:
+    decoded = decode_image(imagegen.webp_bytes(photo, lossless=False))
+    _assert_rgb(decoded.rgb, HEIGHT, WIDTH)
+    assert np.abs(decoded.rgb.astype(np.int16) - photo).mean() < 12
+
+
+def test_decode_bmp(photo: np.ndarray) -> None:
+    decoded = decode_image(imagegen.bmp_bytes(photo))
+    assert decoded.source_format is ImageFormat.BMP
+    assert np.array_equal(decoded.rgb, photo)
+
+
+def test_decode_palette_bmp_expands_grey(photo: np.ndarray) -> None:
+    decoded = decode_image(imagegen.bmp_bytes(photo[..., 0]))
+    assert np.array_equal(decoded.rgb[..., 1], photo[..., 0])
+
+
+@pytest.mark.parametrize("format_name", ["WEBP", "PNG"])
+def test_decode_animated_uses_first_frame(photo: np.ndarray, format_name: str) -> None:
+    data = imagegen.animated_bytes([photo, 255 - photo, photo // 2], format_name)
+    decoded = decode_image(data)
+    assert decoded.animated is True
+    assert _max_difference(decoded.rgb, photo) <= 1
+
+
+def test_decode_still_image_is_not_animated(photo: np.ndarray) -> None:
+    assert decode_image(imagegen.webp_bytes(photo)).animated is False
+
+
+def test_decode_rejects_real_bomb_png() -> None:
+    data = imagegen.bomb_png(16_000)
+    with pytest.raises(ImageBombError) as caught:
+        decode_image(data)
+    fields = caught.value.fields
+    assert caught.value.status_code == 400
+    assert fields["file_size_bytes"] == len(data)
+    assert fields["decompressed_size_bytes"] == 16_000 * 16_000 * 4
+    assert fields["ratio"] > 1000
+
+
+def test_decode_rejects_flat_12mp_png_at_default_ratio_as_spec_says() -> None:
+    with pytest.raises(ImageBombError):
+        decode_image(imagegen.flat_png(4000, 3000))
+
+
+def test_decode_accepts_flat_12mp_png_with_raised_ratio() -> None:
+    decoded = decode_image(imagegen.flat_png(4000, 3000), UploadLimits(max_bomb_ratio=100_000.0))
+    assert (decoded.width, decoded.height) == (4000, 3000)
+
+
+def test_decode_rejects_dimensions_beyond_pillow_limit_as_typed_error() -> None:
+    # 20000×20000 = 400 MP, over Pillow's own DecompressionBombError threshold; bogus IDAT.
+    data = imagegen.handmade_png(20_000, 20_000, 8, 2, bytes(200_000))
+    with pytest.raises(ImageTooLargeError) as caught:
+        decode_image(data, UploadLimits(max_bomb_ratio=1e9))
+    assert caught.value.fields["width"] == 20_000
+
+
+def test_decode_rejects_webp_with_huge_canvas_before_opening_it() -> None:
+    header = b"VP8X" + (10).to_bytes(4, "little") + bytes(4) + (16382).to_bytes(3, "little") * 2
+    data = b"RIFF" + (4 + len(header) + 1000).to_bytes(4, "little") + b"WEBP" + header + bytes(1000)
+    assert read_webp_size(data) == (16383, 16383)
+    with pytest.raises(ImageBombError):
+        decode_image(data)
+
+
+def test_decode_rejects_too_small_image() -> None:
+    with pytest.raises(ImageTooSmallError) as caught:
+        decode_image(imagegen.png_bytes(imagegen.photo_like_rgb(63, 200)))
+    assert (caught.value.fields["width"], caught.value.fields["height"]) == (63, 200)
+
+
+def test_decode_checks_8k_limit_on_header() -> None:
+    data = imagegen.handmade_png(7681, 64, 8, 0, bytes(1000))
+    with pytest.raises(ImageTooLargeError):
+        decode_image(data, UploadLimits(max_bomb_ratio=1e9))
+
+
+@pytest.mark.parametrize("keep", [0.1, 0.5, 0.95])
+def test_decode_rejects_truncated_png(photo: np.ndarray, keep: float) -> None:
+    with pytest.raises(CorruptImageError) as caught:
+        decode_image(imagegen.truncated(imagegen.png_bytes(photo), keep))
+    assert caught.value.status_code == 400
+    assert caught.value.error_code == "CORRUPT_IMAGE"
+
+
+@pytest.mark.parametrize("progressive", [False, True])
+def test_decode_rejects_truncated_jpeg(photo: np.ndarray, progressive: bool) -> None:
+    with pytest.raises(CorruptImageError):
+        decode_image(imagegen.truncated(imagegen.jpeg_bytes(photo, progressive=progressive), 0.6))
+
+
+def test_decode_rejects_truncated_webp(photo: np.ndarray) -> None:
+    with pytest.raises(CorruptImageError):
+        decode_image(imagegen.truncated(imagegen.webp_bytes(photo), 0.6))
+
+
+def test_decode_rejects_truncated_bmp(photo: np.ndarray) -> None:
+    with pytest.raises(CorruptImageError):
+        decode_image(imagegen.truncated(imagegen.bmp_bytes(photo), 0.6))
+
+
+def test_decode_rejects_jpeg_magic_followed_by_pdf() -> None:
+    polyglot = b"\xff\xd8\xff\xe0" + imagegen.minimal_pdf()
+    with pytest.raises(CorruptImageError):
+        decode_image(polyglot)
+
+
+def test_decode_reads_png_with_zip_appended_as_png(photo: np.ndarray) -> None:
+    polyglot = imagegen.png_bytes(photo) + imagegen.minimal_zip()
+    assert np.array_equal(decode_image(polyglot).rgb, photo)
+
+
+def test_decode_rejects_gif_even_when_named_png() -> None:
+    with pytest.raises(InvalidFormatError) as caught:
+        decode_image(imagegen.minimal_gif())
+    assert caught.value.fields["received_format"] == "GIF"
+
+
+def test_decode_error_messages_carry_no_internal_detail(photo: np.ndarray) -> None:
+    with pytest.raises(BackgroundRemovalError) as caught:
+        decode_image(imagegen.truncated(imagegen.png_bytes(photo)))
+    text = str(caught.value.to_body())
+    assert "/" not in text and "Traceback" not in text and "PIL" not in text
+
+
+def test_apply_orientation_leaves_unknown_values_alone(photo: np.ndarray) -> None:
+    assert apply_orientation(photo, 9) is photo
+    assert apply_orientation(photo, None) is photo

@@ -1,0 +1,135 @@
+"""From matte to cut-out: resize back, smoothing, source alpha, cut-out compose, subject rule."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from pipelines.datatypes import DecodedImage, ImageFormat, Matte, PreparedImage, RemovalOptions
+from pipelines.errors import InferenceError
+from pipelines.postprocess import (
+    Postprocessor,
+    alpha_to_original_size,
+    apply_source_alpha,
+    compose_rgba,
+    smooth_alpha,
+    subject_present,
+)
+from tests import imagegen
+
+
+def _prepared(width: int, height: int, alpha: np.ndarray | None = None) -> PreparedImage:
+    rgb = imagegen.photo_like_rgb(width, height, seed=11)
+    image = DecodedImage(rgb=rgb, alpha=alpha, source_format=ImageFormat.JPEG)
+    return PreparedImage(image=image, model_input=np.zeros((64, 64, 3), np.uint8))
+
+
+def _decode_png(data: bytes) -> np.ndarray:
+    image = Image.open(io.BytesIO(data))
+    assert image.format == "PNG" and image.mode == "RGBA"
+    return np.asarray(image)
+
+
+def test_alpha_to_original_size_is_bilinear_upsampling() -> None:
+    matte = imagegen.subject_alpha(64, 64)
+    resized = alpha_to_original_size(matte, (300, 200))
+    assert resized.shape == (300, 200) and resized.dtype == np.uint8
+    pillow = np.asarray(Image.fromarray(matte).resize((200, 300), Image.Resampling.BILINEAR))
+    assert int(np.abs(resized.astype(np.int16) - pillow).max()) <= 3
+
+
+def test_alpha_to_original_size_downscales_without_aliasing() -> None:
+    stripes = np.tile(np.array([0, 255], np.uint8), (1024, 512))
+    assert abs(int(alpha_to_original_size(stripes, (64, 64)).mean()) - 127) <= 1
+
+
+def test_smooth_alpha_softens_edges_and_keeps_flat_regions() -> None:
+    alpha = np.zeros((64, 64), np.uint8)
+    alpha[:, 32:] = 255
+    smoothed = smooth_alpha(alpha, 5)
+    assert 0 < smoothed[10, 31] < 255 and 0 < smoothed[10, 32] < 255
+    assert smoothed[10, 0] == 0 and smoothed[10, 63] == 255
+
+
+def test_apply_source_alpha_multiplies() -> None:
+    alpha = np.full((4, 4), 255, np.uint8)
+    source = np.full((4, 4), 128, np.uint8)
+    assert int(apply_source_alpha(alpha, source)[0, 0]) == 128
+    assert int(apply_source_alpha(np.full((4, 4), 128, np.uint8), source)[0, 0]) == 64
+    assert apply_source_alpha(alpha, None) is alpha
+
+
+def test_compose_rgba_zeroes_colour_of_invisible_pixels() -> None:
+    rgb = np.full((8, 8, 3), 200, np.uint8)
+    alpha = np.zeros((8, 8), np.uint8)
+    alpha[:, 4:] = 77
+    rgba = compose_rgba(rgb, alpha)
+    assert rgba.shape == (8, 8, 4)
+    assert rgba[:, :4].max() == 0
+    assert (rgba[:, 4:, :3] == 200).all() and (rgba[:, 4:, 3] == 77).all()
+
+
+def test_subject_present_threshold_is_128() -> None:
+    alpha = np.zeros((8, 8), np.uint8)
+    alpha[3, 3] = 127
+    assert not subject_present(alpha)
+    alpha[3, 3] = 128
+    assert subject_present(alpha)
+
+
+def test_compose_returns_lossless_png_at_original_size() -> None:
+    prepared = _prepared(200, 150)
+    matte = Matte(alpha=imagegen.subject_alpha(64, 64), model_name="test")
+    encoded = Postprocessor().compose(prepared, matte, RemovalOptions(smoothing=False))
+    decoded = _decode_png(encoded.data)
+    alpha = alpha_to_original_size(matte.alpha, (150, 200))
+    assert (encoded.width, encoded.height) == (200, 150) and decoded.shape == (150, 200, 4)
+    assert np.array_equal(decoded, compose_rgba(prepared.image.rgb, alpha))
+    assert encoded.media_type == "image/png"
+    assert encoded.subject_found and not encoded.smoothing_applied
+
+
+def test_compose_applies_smoothing_when_asked() -> None:
+    prepared = _prepared(128, 128)
+    matte_alpha = np.zeros((64, 64), np.uint8)
+    matte_alpha[:, 32:] = 255
+    matte = Matte(alpha=matte_alpha, model_name="test")
+    smooth = Postprocessor().compose(prepared, matte, RemovalOptions(smoothing=True))
+    sharp = Postprocessor().compose(prepared, matte, RemovalOptions(smoothing=False))
+    assert smooth.smoothing_applied
+    edge_smooth = _decode_png(smooth.data)[:, 60:68, 3]
+    edge_sharp = _decode_png(sharp.data)[:, 60:68, 3]
+    assert np.count_nonzero((edge_smooth > 0) & (edge_smooth < 255)) > np.count_nonzero(
+        (edge_sharp > 0) & (edge_sharp < 255)
+    )
+
+
+def test_compose_multiplies_source_alpha() -> None:
+    source_alpha = np.zeros((100, 100), np.uint8)
+    source_alpha[:, 50:] = 255
+    prepared = _prepared(100, 100, alpha=source_alpha)
+    matte = Matte(alpha=np.full((64, 64), 255, np.uint8), model_name="test")
+    decoded = _decode_png(Postprocessor().compose(prepared, matte, RemovalOptions()).data)
+    assert decoded[:, :48, 3].max() == 0 and decoded[:, 52:, 3].min() == 255
+
+
+def test_compose_keeps_empty_matte_empty() -> None:
+    prepared = _prepared(100, 80)
+    matte = Matte(alpha=np.full((64, 64), 3, np.uint8), model_name="test")
+    encoded = Postprocessor().compose(prepared, matte, RemovalOptions())
+    assert not encoded.subject_found
+    assert _decode_png(encoded.data)[..., 3].max() == 3
+
+
+def test_compose_rejects_matte_of_wrong_layout() -> None:
+    matte = Matte(alpha=np.zeros((64, 64, 1), np.float32), model_name="test")
+    with pytest.raises(InferenceError):
+        Postprocessor().compose(_prepared(64, 64), matte, RemovalOptions())
+
+
+def test_postprocessor_rejects_even_kernel() -> None:
+    with pytest.raises(ValueError):
+        Postprocessor(smoothing_kernel=4)
