@@ -88,11 +88,7 @@ def sniff_format(data: bytes) -> ImageFormat:
         return ImageFormat.PNG
     if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
         return ImageFormat.WEBP
-    if (
-        data[:2] == b"BM"
-        and len(data) >= 26
-        and int.from_bytes(data[14:18], "little") in _BMP_DIB_HEADER_SIZES
-    ):
+    if data[:2] == b"BM" and len(data) >= 26 and int.from_bytes(data[14:18], "little") in _BMP_DIB_HEADER_SIZES:
         return ImageFormat.BMP
     received = name_unsupported_format(data)
     raise InvalidFormatError(
@@ -193,11 +189,7 @@ def check_dimensions(width: int, height: int, file_size: int, limits: UploadLimi
             ratio=round(ratio, 1),
         )
     long_side, short_side = max(width, height), min(width, height)
-    if (
-        long_side > limits.max_long_side
-        or short_side > limits.max_short_side
-        or width * height > limits.max_pixels
-    ):
+    if long_side > limits.max_long_side or short_side > limits.max_short_side or width * height > limits.max_pixels:
         raise ImageTooLargeError(
             f"Image dimensions {width}x{height} exceed the maximum of "
             f"{limits.max_long_side}x{limits.max_short_side} (8K) or {limits.max_pixels / 1e6:g} megapixels",
