@@ -4,8 +4,8 @@
 reads the dimensions from the header without decoding pixels, applies the too-small / bomb /
 too-large rules of ``pipelines.validate`` and only then decodes.
 
-Library choices (median CPU ms, one 2.6 GHz Zen 4 core, photo-like JPEG q90, see
-``scripts/bench_prepost.py`` and ``docs``/report):
+Library choices (median CPU ms, one 2.6 GHz Zen 4 core, photo-like JPEG q90; the in-pipeline
+figures come from ``scripts/bench_prepost.py``):
 
 * JPEG (RGB or grey): ``simplejpeg`` (libjpeg-turbo) 7.3 ms at 1080p / 37 ms at 12 MP, against
   ``cv2.imdecode`` 9.2 / 48 ms and Pillow→numpy 12 / 86 ms. The header (size, mode, EXIF) is still

@@ -12,8 +12,8 @@ advisory and never consulted here. Anything that is not JPEG, PNG, WebP or BMP i
 Decompression-bomb rule (a deliberate decision): the spec's rule is kept as written, an image whose
 ``width · height · 4`` bytes exceed ``max_bomb_ratio`` times the upload size is an ``IMAGE_BOMB``.
 With the default ratio of 1000 this also rejects some honest images: a flat-colour or synthetic
-PNG compresses far better than 1000× (a 4000×3000 single-colour PNG is ~50 KB, a ratio near 1000
-and above). Photographs never come close (JPEG photos sit at 10–60×, PNG photos at 2–5×). The
+PNG compresses far better than 1000× (a 4000×3000 single-colour PNG is 42 KB: ratio 1136).
+Photographs never come close (JPEG photos sit at 10–60×, PNG photos at 2–5×). The
 threshold is therefore ``UploadLimits.max_bomb_ratio``, so a deployment that must accept flat
 graphics raises it; the dimension and megapixel limits still bound the memory a single upload
 can claim, whatever the ratio. The bomb check runs before the too-large check, so a tiny file that
