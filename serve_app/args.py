@@ -1,0 +1,189 @@
+"""Typed application arguments: the ``args:`` block of a Serve config file.
+
+``serve_config.yaml`` → :class:`AppArgs` → each stage's own settings → ``.bind()``. Every model
+forbids unknown keys, so a typo in the config fails at deploy time with pydantic's message naming
+the bad key instead of being ignored. Replica counts, autoscaling and CPU shares of the stages live
+in the config's ``deployments:`` section, except the Inference stage's GPU request, which the
+builder decides (see :func:`serve_app.app.inference_actor_options`).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+_MEBIBYTE = 1024 * 1024
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelArgs(_Strict):
+    """Which BiRefNet to serve and where (mirrors ``pipelines.segmenter.SegmenterSettings``).
+
+    Attributes:
+        variant: registry name: ``general`` (downloaded to the Hugging Face cache on first start),
+            ``demo`` (small, bundled or deterministic weights, no network) and the others the
+            registry lists.
+        weights: explicit checkpoint path; None uses the HF cache / bundled file.
+        device: ``auto`` asks for one GPU per Inference replica when the Ray cluster has GPUs at
+            deploy time and runs on CPU otherwise; ``cuda`` fails the deploy on a GPU-less cluster.
+        dtype: inference precision (half precision only takes effect on CUDA).
+        allow_download: allow fetching missing weights from Hugging Face.
+        num_threads: torch intra-op threads per replica on CPU.
+        memory_check: pre-check free GPU memory per batch (503 GPU_MEMORY_EXHAUSTED).
+        segmenter_factory: ``"module:callable"`` building the segmenter from its settings; None is
+            ``pipelines.segmenter.Segmenter.from_settings``. An injection point for tests and for
+            alternative backends.
+    """
+
+    variant: str = "general"
+    weights: str | None = None
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    dtype: Literal["float32", "float16", "bfloat16"] = "float32"
+    allow_download: bool = True
+    num_threads: int | None = Field(default=None, ge=1)
+    memory_check: bool = True
+    segmenter_factory: str | None = Field(default=None, pattern=r"^[\w.]+:[\w.]+$")
+
+
+class UploadArgs(_Strict):
+    """Upload limits of spec §3.2 / §6.1 (mirrors ``pipelines.validate.UploadLimits``)."""
+
+    max_file_mb: float = Field(default=10.0, gt=0)
+    min_side: int = Field(default=64, ge=1)
+    max_long_side: int = Field(default=7680, ge=1)
+    max_short_side: int = Field(default=4320, ge=1)
+    max_megapixels: float = Field(default=50.0, gt=0)
+    max_bomb_ratio: float = Field(default=1000.0, gt=0)
+
+    @property
+    def max_file_bytes(self) -> int:
+        return int(self.max_file_mb * _MEBIBYTE)
+
+    @property
+    def max_pixels(self) -> int:
+        return int(self.max_megapixels * 1_000_000)
+
+
+class IngressArgs(_Strict):
+    """HTTP behaviour of the ingress.
+
+    Attributes:
+        timeout_s: end-to-end processing budget per image (504 PROCESSING_TIMEOUT past it). Keep
+            ``http_options.request_timeout_s`` above it so the spec's 504 wins over Serve's 408.
+        overloaded_retry_after_s: ``Retry-After`` of 503 SERVICE_OVERLOADED.
+    """
+
+    timeout_s: float = Field(default=30.0, gt=0)
+    overloaded_retry_after_s: float = Field(default=2.0, gt=0)
+
+
+class InferenceArgs(_Strict):
+    """Resources and reporting of the Inference replicas.
+
+    Attributes:
+        num_cpus: CPU share of one replica (the builder owns Inference's ``ray_actor_options``
+            because it decides ``num_gpus``; do not set them in ``deployments:``).
+        num_gpus: GPUs per replica when the device resolves to CUDA (1: BiRefNet does not share a
+            GPU safely, Ray fractions do not isolate memory).
+        warm_up: run one dummy batch before the replica reports ready.
+        report_interval_s: how often each replica reports its state to Telemetry; /ready and
+            /health forget a replica after three missed reports.
+        reload_interval_s: how often a replica whose weights were missing tries to load again.
+    """
+
+    num_cpus: float = Field(default=1.0, ge=0)
+    num_gpus: float = Field(default=1.0, gt=0, le=1)
+    warm_up: bool = True
+    report_interval_s: float = Field(default=10.0, gt=0)
+    reload_interval_s: float = Field(default=30.0, gt=0)
+
+
+class RateRule(_Strict):
+    """At most ``limit`` requests in any sliding window of ``period_s`` seconds."""
+
+    limit: int = Field(ge=1)
+    period_s: float = Field(gt=0)
+
+    def describe(self) -> str:
+        """``"30 requests per minute"`` style text for the 429 ``detail``."""
+        units = {1.0: "second", 60.0: "minute", 3600.0: "hour", 86400.0: "day"}
+        unit = units.get(float(self.period_s))
+        noun = "request" if self.limit == 1 else "requests"
+        if unit is not None:
+            return f"{self.limit} {noun} per {unit}"
+        return f"{self.limit} {noun} per {self.period_s:g} seconds"
+
+
+_SPEC_RULES = (RateRule(limit=30, period_s=60.0), RateRule(limit=3, period_s=1.0))
+
+
+def _default_tiers() -> dict[str, tuple[RateRule, ...]]:
+    return {
+        "free": _SPEC_RULES,
+        "basic": (RateRule(limit=120, period_s=60.0), RateRule(limit=10, period_s=1.0)),
+        "pro": (RateRule(limit=600, period_s=60.0), RateRule(limit=30, period_s=1.0)),
+    }
+
+
+class RateLimitArgs(_Strict):
+    """Cluster-wide per-client rate limits (spec §6.2: 30/minute and 3/second).
+
+    A client is its API key (``X-API-Key``) when the key is listed in ``api_keys``, and its
+    address otherwise: an unknown key gets the default tier, counted against the address, so
+    inventing keys does not buy a fresh quota.
+
+    Attributes:
+        enabled: off in the local configs, on in ``serve_config.yaml``.
+        tiers: tier name → rules that must all hold.
+        default_tier: the tier of clients without a known key.
+        api_keys: API key → tier name.
+    """
+
+    enabled: bool = True
+    tiers: dict[str, tuple[RateRule, ...]] = Field(default_factory=_default_tiers)
+    default_tier: str = "free"
+    api_keys: dict[str, str] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _tiers_exist(self) -> RateLimitArgs:
+        if self.default_tier not in self.tiers:
+            raise ValueError(f"default_tier {self.default_tier!r} is not one of tiers {sorted(self.tiers)}")
+        unknown = {tier for tier in self.api_keys.values() if tier not in self.tiers}
+        if unknown:
+            raise ValueError(f"api_keys name unknown tiers {sorted(unknown)}; tiers are {sorted(self.tiers)}")
+        empty = [name for name, rules in self.tiers.items() if not rules]
+        if empty:
+            raise ValueError(f"tiers {empty} have no rules")
+        return self
+
+
+class TelemetryArgs(_Strict):
+    """Request statistics behind ``/health``'s ``performance_metrics``.
+
+    Attributes:
+        window_s: statistics cover this many recent seconds (spec: the last hour).
+        max_samples: memory bound; the oldest samples are dropped first.
+    """
+
+    window_s: float = Field(default=3600.0, gt=0)
+    max_samples: int = Field(default=100_000, ge=1)
+
+
+class AppArgs(_Strict):
+    """Arguments of :func:`serve_app.app.build_app`; the ``args:`` block of a Serve config."""
+
+    model: ModelArgs = Field(default_factory=ModelArgs)
+    upload: UploadArgs = Field(default_factory=UploadArgs)
+    ingress: IngressArgs = Field(default_factory=IngressArgs)
+    inference: InferenceArgs = Field(default_factory=InferenceArgs)
+    rate_limit: RateLimitArgs = Field(default_factory=RateLimitArgs)
+    telemetry: TelemetryArgs = Field(default_factory=TelemetryArgs)
+
+    @property
+    def stale_after_s(self) -> float:
+        """Age after which a silent Inference replica no longer counts (three missed reports)."""
+        return 3.0 * self.inference.report_interval_s + 1.0

@@ -1,0 +1,361 @@
+"""Ingress: the HTTP API of spec §3 under ``/api/background-removal``, and the Python handle API.
+
+It owns HTTP: reading the form, the cheap checks (declared size, streamed size, magic bytes)
+before anything crosses a Ray boundary, rate limiting, the processing deadline, and the one
+mapping of results and errors to responses (:mod:`serve_app.responses`). The stages are chained by
+passing each ``DeploymentResponse`` on un-awaited, so the image arrays travel replica to replica
+through the object store and never through this process.
+"""
+
+# No ``from __future__ import annotations`` here: FastAPI reads the route signatures at runtime
+# after Serve has rebound them, and string annotations would turn ``request`` into a query field.
+import asyncio
+import logging
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel
+from ray import serve
+from ray.serve.handle import DeploymentHandle
+
+from pipelines.datatypes import RemovalOptions
+from pipelines.encode import to_data_url
+from pipelines.errors import (
+    BackgroundRemovalError,
+    InvalidFormatError,
+    InvalidRequestError,
+)
+from pipelines.validate import UploadLimits, check_upload
+from serve_app.args import IngressArgs
+from serve_app.form import RemovalForm, RemovalFormReader, check_declared_length, parse_content_length
+from serve_app.health import API_VERSION, SERVICE_NAME, Answer, assess_health, assess_readiness
+from serve_app.metrics import RequestMetrics, StageMetrics
+from serve_app.rate_limit import RateDecision, rate_limit_error, rate_limit_headers
+from serve_app.records import Cutout, RemovalResult, RequestSample
+from serve_app.responses import (
+    base64_body,
+    error_parts,
+    processing_info,
+    result_filename,
+    result_headers,
+    timeout_error,
+    to_service_error,
+    utc_now,
+    with_received_format,
+)
+
+logger = logging.getLogger("ray.serve")
+
+API_PREFIX = "/api/background-removal"
+_PROBE_TIMEOUT_S = 5.0
+
+
+class ProcessingInfoModel(BaseModel):
+    original_size: str
+    output_size: str
+    background_removed: bool
+    edge_smoothing_applied: bool
+    processing_time_ms: float
+    model_version: str
+    tensorrt_enabled: bool
+    subject_found: bool
+
+
+class Base64ResultModel(BaseModel):
+    success: bool
+    processed_image: str
+    processing_info: ProcessingInfoModel
+
+
+class ErrorModel(BaseModel):
+    detail: str
+    error_code: str
+
+
+_REMOVE_FORM = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["image"],
+                    "properties": {
+                        "image": {
+                            "type": "string",
+                            "format": "binary",
+                            "description": "JPEG, PNG, WebP or BMP, at most 10 MB",
+                        },
+                        "smoothing": {
+                            "type": "boolean",
+                            "default": True,
+                            "description": "Gaussian blur on the alpha edges",
+                        },
+                        "return_base64": {
+                            "type": "boolean",
+                            "default": False,
+                            "description": "JSON with a data URL instead of the PNG",
+                        },
+                    },
+                }
+            }
+        },
+    }
+}
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorModel, "description": text}
+    for status, text in {
+        400: "INVALID_REQUEST, INVALID_FORMAT, CORRUPT_IMAGE, IMAGE_TOO_SMALL, IMAGE_TOO_LARGE, IMAGE_BOMB",
+        413: "FILE_TOO_LARGE",
+        429: "RATE_LIMIT_EXCEEDED (Retry-After, X-RateLimit-* headers)",
+        500: "INFERENCE_ERROR",
+        503: "GPU_MEMORY_EXHAUSTED, SERVICE_OVERLOADED, MODEL_NOT_READY (Retry-After)",
+        504: "PROCESSING_TIMEOUT",
+    }.items()
+}
+
+api = FastAPI(
+    title=SERVICE_NAME,
+    version=API_VERSION,
+    description="Removes the background of an image with BiRefNet and returns an RGBA PNG.",
+)
+
+
+@api.exception_handler(RequestValidationError)
+async def _invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+    logger.info("Request validation failed: %s", exc.errors())
+    status, body, headers = error_parts(InvalidRequestError("Invalid request"))
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+# Everything the Ingress methods use is defined above the class: ``@serve.deployment`` pickles the
+# ``serve.ingress`` wrapper by value when it runs, so names bound later were missing in the replica.
+class _RateLimited(Exception):
+    """Internal: carries a refused decision to the error response (never leaves the ingress)."""
+
+    def __init__(self, decision: RateDecision):
+        super().__init__(decision)
+        self.decision = decision
+
+
+async def _resolve(response: Any) -> Any:
+    return await response
+
+
+def _elapsed_ms(started: float) -> float:
+    return (time.perf_counter() - started) * 1000.0
+
+
+@serve.deployment(max_ongoing_requests=32, ray_actor_options={"num_cpus": 0.25})
+@serve.ingress(api)
+class Ingress:
+    """Args: the stage handles; rate_limiter: None when rate limiting is off; limits: upload
+    limits; settings: timeout and Retry-After."""
+
+    def __init__(
+        self,
+        preprocess: DeploymentHandle,
+        inference: DeploymentHandle,
+        postprocess: DeploymentHandle,
+        telemetry: DeploymentHandle,
+        rate_limiter: DeploymentHandle | None,
+        limits: UploadLimits,
+        settings: IngressArgs,
+    ) -> None:
+        self._preprocess = preprocess
+        self._inference = inference
+        self._postprocess = postprocess
+        self._telemetry = telemetry
+        self._rate_limiter = rate_limiter
+        self._limits = limits
+        self._settings = settings
+        self._app_name = serve.get_replica_context().app_name
+        self._requests = RequestMetrics()
+        self._latency = StageMetrics("ingress")
+
+    # -- HTTP ---------------------------------------------------------------------------------
+
+    @api.post(
+        f"{API_PREFIX}/remove",
+        openapi_extra=_REMOVE_FORM,
+        response_class=Response,
+        responses={
+            200: {
+                "content": {"image/png": {}, "application/json": {"schema": Base64ResultModel.model_json_schema()}},
+                "description": "The RGBA PNG (binary), or JSON with a data URL when return_base64=true",
+            },
+            **_ERRORS,
+        },
+    )
+    async def remove(self, request: Request) -> Response:
+        """Remove the background of the uploaded ``image`` (spec §3.2)."""
+        started = time.perf_counter()
+        decision: RateDecision | None = None
+        error_code: str | None = None
+        try:
+            length = parse_content_length(request.headers.get("content-length"))
+            check_declared_length(length, self._limits.max_file_bytes)
+            decision = await self._admit(request)
+            form = await self._read_form(request, length)
+            cutout = await self._process(form.image.data, form.image.content_type, form.options, started)
+            response = self._result_response(form, cutout, started)
+        except Exception as exc:
+            response, error_code = self._error_response(exc)
+        if decision is not None:
+            response.headers.update(rate_limit_headers(decision))
+        self._finish("remove", response.status_code, started, error_code)
+        return response
+
+    @api.get(f"{API_PREFIX}/health")
+    async def health(self) -> JSONResponse:
+        """Model, device and latency of the whole service (spec §3.1); 503 when no model is loaded."""
+        try:
+            reports, latency = await asyncio.wait_for(self._telemetry.snapshot.remote(), _PROBE_TIMEOUT_S)
+            answer = assess_health(reports, latency)
+        except Exception:
+            logger.warning("Telemetry unavailable for /health", exc_info=True)
+            answer = Answer(
+                503,
+                {
+                    "status": "unhealthy",
+                    "error": "Telemetry unavailable",
+                    "detail": "The service could not collect its model state",
+                },
+            )
+        return JSONResponse(answer.body, status_code=answer.status_code)
+
+    @api.get(f"{API_PREFIX}/ready")
+    async def ready(self) -> JSONResponse:
+        """200 once every Inference replica has loaded its weights and warmed up; 503 before."""
+        try:
+            states = await asyncio.wait_for(asyncio.to_thread(self._deployment_states), _PROBE_TIMEOUT_S)
+            reports, _ = await asyncio.wait_for(self._telemetry.snapshot.remote(), _PROBE_TIMEOUT_S)
+            answer = assess_readiness(reports, states)
+        except Exception:
+            logger.warning("Could not assess readiness", exc_info=True)
+            answer = assess_readiness([], {"Telemetry": "UNAVAILABLE"})
+        headers = {"Retry-After": "5"} if answer.status_code != 200 else {}
+        return JSONResponse(answer.body, status_code=answer.status_code, headers=headers)
+
+    # -- Python handle API --------------------------------------------------------------------
+
+    async def remove_background(
+        self, image: bytes, smoothing: bool = True, filename: str | None = None
+    ) -> RemovalResult:
+        """Remove the background of ``image`` for a caller holding a DeploymentHandle.
+
+        Args:
+            image: the encoded upload (JPEG, PNG, WebP or BMP, within the upload limits).
+            smoothing: blur the alpha edges (the HTTP API's default).
+            filename: the source file name, used only to suggest ``RemovalResult.filename``.
+
+        Returns:
+            The PNG and its processing info. Rate limits do not apply to handle callers.
+
+        Raises:
+            pipelines.errors.BackgroundRemovalError: the same errors, with the same ``error_code``
+                and fields, as the HTTP API (unexpected failures as a generic InferenceError).
+        """
+        started = time.perf_counter()
+        status, error_code = 200, None
+        try:
+            cutout = await self._process(image, None, RemovalOptions(smoothing=smoothing), started)
+        except Exception as exc:
+            error = to_service_error(exc, retry_after_s=self._settings.overloaded_retry_after_s)
+            status, error_code = error.status_code, error.error_code
+            raise error from None
+        finally:
+            self._finish("handle", status, started, error_code)
+        info = processing_info(cutout, _elapsed_ms(started))
+        return RemovalResult(
+            png=cutout.image.data,
+            filename=result_filename(filename, utc_now()),
+            processing_info=info,
+            first_frame_only=cutout.first_frame_only,
+        )
+
+    # -- the chain ----------------------------------------------------------------------------
+
+    async def _process(self, data: bytes, content_type: str | None, options: RemovalOptions, started: float) -> Cutout:
+        try:
+            check_upload(data, self._limits)
+        except InvalidFormatError as exc:
+            raise with_received_format(exc, content_type) from None
+        prepared = self._preprocess.prepare.remote(data)
+        segmentation = self._inference.segment.remote(prepared)
+        cutout = self._postprocess.compose.remote(prepared, segmentation, options)
+        remaining = self._settings.timeout_s - (time.perf_counter() - started)
+        try:
+            result: Cutout = await asyncio.wait_for(_resolve(cutout), max(remaining, 0.0))
+        except asyncio.TimeoutError:
+            for response in (cutout, segmentation, prepared):
+                response.cancel()
+            raise timeout_error(self._settings.timeout_s, time.perf_counter() - started) from None
+        return result
+
+    async def _admit(self, request: Request) -> RateDecision | None:
+        if self._rate_limiter is None:
+            return None
+        address = request.client.host if request.client else "unknown"
+        try:
+            decision: RateDecision = await self._rate_limiter.acquire.remote(request.headers.get("x-api-key"), address)
+        except Exception:  # fail open: a lost limiter must not take the service down
+            logger.warning("RateLimiter unavailable; admitting the request", exc_info=True)
+            return None
+        if not decision.allowed:
+            raise _RateLimited(decision)
+        return decision
+
+    async def _read_form(self, request: Request, length: int | None) -> RemovalForm:
+        reader = RemovalFormReader(
+            request.headers.get("content-type"),
+            max_file_bytes=self._limits.max_file_bytes,
+            declared_length=length,
+        )
+        async for chunk in request.stream():
+            reader.feed(chunk)
+        return reader.finish()
+
+    # -- responses ----------------------------------------------------------------------------
+
+    def _result_response(self, form: RemovalForm, cutout: Cutout, started: float) -> Response:
+        info = processing_info(cutout, _elapsed_ms(started))
+        if form.return_base64:
+            return JSONResponse(
+                base64_body(to_data_url(cutout.image.data), info), headers=result_headers(cutout, info, None)
+            )
+        filename = result_filename(form.image.filename, utc_now())
+        return Response(
+            content=cutout.image.data,
+            media_type=cutout.image.media_type,
+            headers=result_headers(cutout, info, filename),
+        )
+
+    def _error_response(self, exc: Exception) -> tuple[Response, str]:
+        if isinstance(exc, _RateLimited):
+            error: BackgroundRemovalError = rate_limit_error(exc.decision)
+            extra = rate_limit_headers(exc.decision)
+        else:
+            error = to_service_error(exc, retry_after_s=self._settings.overloaded_retry_after_s)
+            extra = {}
+        status, body, headers = error_parts(error)
+        return JSONResponse(body, status_code=status, headers={**headers, **extra}), error.error_code
+
+    def _finish(self, endpoint: str, status: int, started: float, error_code: str | None) -> None:
+        elapsed_ms = _elapsed_ms(started)
+        self._latency.observe_ms(elapsed_ms)
+        self._requests.count(endpoint, status, error_code)
+        if status == 429:
+            return  # refused before any work; not part of the service's latency or load
+        sample = RequestSample(finished_at=time.time(), latency_ms=elapsed_ms, succeeded=status == 200)
+        self._telemetry.record_request.remote(sample)  # fire and forget
+
+    def _deployment_states(self) -> Mapping[str, str]:
+        application = serve.status().applications.get(self._app_name)
+        if application is None:
+            return {"application": "MISSING"}
+        return {name: str(getattr(d.status, "value", d.status)) for name, d in application.deployments.items()}

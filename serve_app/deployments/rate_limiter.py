@@ -1,0 +1,25 @@
+"""RateLimiter: the cluster-wide request counts behind 429 RATE_LIMIT_EXCEEDED.
+
+One replica holds every client's window, so the limit holds however many ingress replicas there
+are. Deploy it with exactly one replica; it is not deployed when rate limiting is off.
+"""
+
+from __future__ import annotations
+
+from ray import serve
+
+from serve_app.args import RateLimitArgs
+from serve_app.rate_limit import RateDecision, SlidingWindowLimiter, client_identity
+
+
+@serve.deployment(num_replicas=1, max_ongoing_requests=1000, ray_actor_options={"num_cpus": 0.05})
+class RateLimiter:
+    def __init__(self, args: RateLimitArgs):
+        self._args = args
+        self._limiter = SlidingWindowLimiter(args.tiers)
+
+    # An async method runs on the event loop one call at a time: the windows need no lock.
+    async def acquire(self, api_key: str | None, address: str) -> RateDecision:
+        """Count one request of the client behind ``api_key`` / ``address`` if its tier allows."""
+        client, tier = client_identity(api_key, address, self._args)
+        return self._limiter.acquire(client, tier)

@@ -1,0 +1,153 @@
+"""What ``/health`` and ``/ready`` answer, as pure functions of the reports Telemetry holds.
+
+``/health`` (spec §3.1, §4.3) describes the model replicas and recent latency; ``/ready`` says
+whether every Inference replica has loaded its weights and run its warm-up.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from pipelines.errors import ModelNotReadyError
+from serve_app.records import ModelReport, ModelState, RequestSample
+
+SERVICE_NAME = "BiRefNet Background Removal"
+API_VERSION = "1.0.0"
+# Serve deployment states in which every replica the deployment was deployed with is running.
+_SETTLED = frozenset({"HEALTHY", "UPSCALING", "DOWNSCALING"})
+
+
+@dataclass(frozen=True)
+class LatencySummary:
+    """``performance_metrics`` of ``/health``: latency of successful requests, count of all."""
+
+    avg_latency_ms: float
+    p95_latency_ms: float
+    p99_latency_ms: float
+    requests_last_hour: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def percentile(sorted_values: Sequence[float], fraction: float) -> float:
+    """Nearest-rank percentile of an ascending sequence; 0.0 when empty."""
+    if not sorted_values:
+        return 0.0
+    rank = max(1, math.ceil(fraction * len(sorted_values)))
+    return float(sorted_values[rank - 1])
+
+
+class LatencyWindow:
+    """Request samples of the last ``window_s`` seconds, at most ``max_samples`` of them."""
+
+    def __init__(self, window_s: float = 3600.0, max_samples: int = 100_000):
+        self._window_s = window_s
+        self._samples: deque[RequestSample] = deque(maxlen=max_samples)
+
+    def add(self, sample: RequestSample) -> None:
+        self._samples.append(sample)
+
+    def summary(self, now: float) -> LatencySummary:
+        while self._samples and self._samples[0].finished_at < now - self._window_s:
+            self._samples.popleft()
+        latencies = sorted(sample.latency_ms for sample in self._samples if sample.succeeded)
+        average = sum(latencies) / len(latencies) if latencies else 0.0
+        return LatencySummary(
+            avg_latency_ms=round(average, 1),
+            p95_latency_ms=round(percentile(latencies, 0.95), 1),
+            p99_latency_ms=round(percentile(latencies, 0.99), 1),
+            requests_last_hour=len(self._samples),
+        )
+
+
+def fresh_reports(reports: Sequence[ModelReport], now: float, stale_after_s: float) -> list[ModelReport]:
+    """Reports of replicas that are still alive (reported within ``stale_after_s``), by replica id."""
+    return sorted((r for r in reports if now - r.reported_at <= stale_after_s), key=lambda r: r.replica)
+
+
+@dataclass(frozen=True)
+class Answer:
+    """An HTTP answer of a probe endpoint: status code and JSON body."""
+
+    status_code: int
+    body: dict[str, Any]
+
+
+def assess_health(reports: Sequence[ModelReport], latency: LatencySummary) -> Answer:
+    """``/health``: 200 healthy (all replicas on CUDA) or degraded (CPU, or some replica not
+    ready), 503 unhealthy (no replica ready) with the spec's ``error``/``detail``.
+
+    Args:
+        reports: fresh reports, one per live Inference replica.
+        latency: request statistics across all ingress replicas.
+    """
+    ready = [r for r in reports if r.state is ModelState.READY]
+    if not ready:
+        failed = [r for r in reports if r.state is ModelState.FAILED and r.error is not None]
+        if failed and failed[0].error is not None:
+            error, detail = failed[0].error
+        elif reports:
+            error, detail = "Model is loading", "The inference replicas are loading weights and warming up"
+        else:
+            error, detail = "Model not loaded", "No inference replica has reported yet"
+        return Answer(503, {"status": "unhealthy", "error": error, "detail": detail})
+    primary = ready[0]
+    all_gpu = all(r.device == "cuda" for r in ready)
+    status = "healthy" if all_gpu and len(ready) == len(reports) else "degraded"
+    body: dict[str, Any] = {
+        "status": status,
+        "service": SERVICE_NAME,
+        "version": API_VERSION,
+        "model": primary.model_name,
+        "device": "cuda" if all_gpu else "cpu",
+        "tensorrt_enabled": all(r.tensorrt_enabled for r in ready),
+        "gpu_memory_free_mb": _least_free_gpu_memory(ready),
+        "model_files_status": {
+            "checkpoint": all(r.checkpoint_present for r in ready),
+            # The architecture config is code (one entry per variant), present once a model loads.
+            "config": True,
+            "tensorrt_engine": all(r.tensorrt_enabled for r in ready),
+        },
+        "performance_metrics": latency.to_dict(),
+        "model_replicas": {"ready": len(ready), "total": len(reports)},
+    }
+    return Answer(200, body)
+
+
+def _least_free_gpu_memory(reports: Sequence[ModelReport]) -> float | None:
+    free = [r.gpu_memory_free_mb for r in reports if r.gpu_memory_free_mb is not None]
+    return round(min(free), 1) if free else None
+
+
+def assess_readiness(reports: Sequence[ModelReport], deployment_states: Mapping[str, str]) -> Answer:
+    """``/ready``: 200 once every deployment of the app runs all the replicas it was deployed
+    with and every live Inference replica has loaded weights and warmed up; 503 before.
+
+    Replicas added later by autoscaling do not make a ready service unready: Serve routes to a
+    replica only after its constructor (load and warm-up) returned.
+
+    Args:
+        reports: fresh reports, one per live Inference replica.
+        deployment_states: Serve's status (``HEALTHY``, ``UPDATING``, …) per deployment name.
+    """
+    unsettled = sorted(name for name, state in deployment_states.items() if state not in _SETTLED)
+    if unsettled:
+        return _not_ready(f"Deployments still starting: {', '.join(unsettled)}")
+    if not reports:
+        return _not_ready("No inference replica has reported yet")
+    waiting = [r for r in reports if r.state is not ModelState.READY]
+    if waiting:
+        failed = [r for r in waiting if r.state is ModelState.FAILED]
+        reason = failed[0].error[0] if failed and failed[0].error else "model loading"
+        return _not_ready(f"{len(waiting)} of {len(reports)} inference replicas not ready ({reason})")
+    return Answer(200, {"ready": True, "model_replicas": len(reports)})
+
+
+def _not_ready(detail: str) -> Answer:
+    error = ModelNotReadyError(detail)
+    return Answer(error.status_code, {"ready": False, **error.to_body()})

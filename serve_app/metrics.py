@@ -1,0 +1,63 @@
+"""Custom Prometheus metrics of the stages (``ray.serve.metrics``).
+
+Serve adds the ``deployment``, ``replica`` and ``application`` tags itself; Ray prefixes names with
+``ray_`` and suffixes counters with ``_total``. Create these inside a replica (in ``__init__``).
+"""
+
+from __future__ import annotations
+
+from ray.serve.metrics import Counter, Histogram
+
+LATENCY_BOUNDARIES_MS: list[float] = [5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000]
+BATCH_SIZE_BOUNDARIES: list[float] = [1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 64]
+
+
+class StageMetrics:
+    """Latency of one stage's work, per call (``birefnet_stage_latency_ms{stage=…}``)."""
+
+    def __init__(self, stage: str):
+        self._latency = Histogram(
+            "birefnet_stage_latency_ms",
+            description="Time one stage spent on one call, in milliseconds.",
+            boundaries=LATENCY_BOUNDARIES_MS,
+            tag_keys=("stage",),
+        )
+        self._latency.set_default_tags({"stage": stage})
+
+    def observe_ms(self, milliseconds: float) -> None:
+        self._latency.observe(milliseconds)
+
+
+class BatchMetrics:
+    """Size of each Inference forward pass (``birefnet_batch_size``)."""
+
+    def __init__(self) -> None:
+        self._size = Histogram(
+            "birefnet_batch_size",
+            description="Images per Inference forward pass.",
+            boundaries=BATCH_SIZE_BOUNDARIES,
+        )
+
+    def observe(self, size: int) -> None:
+        self._size.observe(size)
+
+
+class RequestMetrics:
+    """Requests and errors seen by the ingress, by endpoint and outcome."""
+
+    def __init__(self) -> None:
+        self._requests = Counter(
+            "birefnet_requests",
+            description="HTTP and handle requests answered by the ingress.",
+            tag_keys=("endpoint", "status_code"),  # type: ignore[arg-type]  # Ray annotates tuple[str]
+        )
+        self._errors = Counter(
+            "birefnet_errors",
+            description="Error responses by the spec's error_code.",
+            tag_keys=("endpoint", "error_code"),  # type: ignore[arg-type]
+        )
+
+    def count(self, endpoint: str, status_code: int, error_code: str | None = None) -> None:
+        self._requests.inc(tags={"endpoint": endpoint, "status_code": str(status_code)})
+        if error_code is not None:
+            self._errors.inc(tags={"endpoint": endpoint, "error_code": error_code})

@@ -1,0 +1,91 @@
+"""How the Inference stage obtains its segmenter: the protocol it relies on and the factory.
+
+``pipelines.segmenter`` (and with it torch) is imported only when a factory is resolved, inside
+an Inference replica, never by the ingress.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+
+import numpy as np
+
+from pipelines.datatypes import Matte
+from serve_app.args import ModelArgs
+
+
+class SegmenterInfoLike(Protocol):
+    """What the Inference deployment reads of ``pipelines.segmenter.SegmenterInfo``."""
+
+    @property
+    def model_name(self) -> str: ...
+    @property
+    def device(self) -> str: ...
+    @property
+    def backend(self) -> str: ...
+    @property
+    def tensorrt_enabled(self) -> bool: ...
+    @property
+    def gpu_memory_free_mb(self) -> float | None: ...
+    @property
+    def checkpoint_path(self) -> str: ...
+    @property
+    def checkpoint_present(self) -> bool: ...
+
+
+class SegmenterLike(Protocol):
+    """What the Inference deployment needs of ``pipelines.segmenter.Segmenter``."""
+
+    @property
+    def input_size(self) -> tuple[int, int]: ...
+
+    @property
+    def model_name(self) -> str: ...
+
+    def segment(self, images: Sequence[np.ndarray]) -> list[Matte]: ...
+
+    def warm_up(self) -> None: ...
+
+    def info(self) -> SegmenterInfoLike: ...
+
+
+SegmenterFactory = Callable[[Any], SegmenterLike]
+
+
+def segmenter_settings(model: ModelArgs, device: str) -> Any:
+    """``pipelines.segmenter.SegmenterSettings`` for ``model`` on the resolved ``device``."""
+    from pipelines.segmenter import SegmenterSettings
+
+    return SegmenterSettings(
+        variant=model.variant,
+        weights=model.weights,
+        device=device,
+        dtype=model.dtype,
+        allow_download=model.allow_download,
+        num_threads=model.num_threads,
+        memory_check=model.memory_check,
+    )
+
+
+def resolve_factory(import_path: str | None) -> SegmenterFactory:
+    """The callable that builds a segmenter from its settings (``"module:attribute"``)."""
+    if import_path is None:
+        from pipelines.segmenter import Segmenter
+
+        return Segmenter.from_settings
+    module_name, _, attribute = import_path.partition(":")
+    target: Any = importlib.import_module(module_name)
+    for part in attribute.split("."):
+        target = getattr(target, part)
+    if not callable(target):
+        raise TypeError(f"segmenter_factory {import_path!r} is not callable")
+    return target
+
+
+def input_size_for(model: ModelArgs) -> tuple[int, int]:
+    """The size the Preprocess stage resizes to, from the variant, without loading weights."""
+    from pipelines.segmenter import input_size_for as variant_input_size
+
+    return variant_input_size(model.variant)
