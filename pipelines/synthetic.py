@@ -76,7 +76,7 @@ def _background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
 
 def _shape_mask(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
     """A binary object mask (float32 0/1) covering roughly 5–45 % of the frame."""
-    mask = np.zeros((h, w), np.float32)
+    mask: np.ndarray = np.zeros((h, w), np.float32)
     side = min(h, w)
     cx, cy = rng.uniform(0.3, 0.7) * w, rng.uniform(0.3, 0.7) * h
     kind = rng.choice(["ellipse", "polygon", "star", "blob", "union"])
@@ -157,9 +157,37 @@ def generate_scene(seed: int, size: tuple[int, int] = (256, 256), empty_probabil
     return Scene(composite.clip(0, 255).astype(np.uint8), alpha.astype(np.float32), seed)
 
 
-def random_size(seed: int, short: tuple[int, int] = (192, 480), aspect: tuple[float, float] = (0.6, 1.7)) -> tuple[int, int]:
+def random_size(
+    seed: int, short: tuple[int, int] = (192, 480), aspect: tuple[float, float] = (0.6, 1.7)
+) -> tuple[int, int]:
     """A reproducible ``(height, width)`` with a random aspect ratio (for varied test scenes)."""
     rng = np.random.default_rng(seed + 7_654_321)
     side = int(rng.integers(short[0], short[1]))
     ratio = rng.uniform(*aspect)
     return (side, int(side * ratio)) if ratio >= 1 else (int(side / ratio), side)
+
+
+def encode_scene(rgb: np.ndarray, image_format: str = "JPEG", orientation: int = 1, quality: int = 95) -> bytes:
+    """Encode ``rgb`` as an upload would arrive: JPEG, PNG, WEBP or BMP.
+
+    With ``orientation`` 3, 6 or 8 the pixels are stored rotated and an EXIF Orientation tag says
+    how to turn them back, so a correct decoder recovers ``rgb`` exactly as displayed.
+    """
+    import io
+
+    from PIL import Image
+
+    stored = {1: rgb, 3: np.rot90(rgb, 2), 6: np.rot90(rgb, 1), 8: np.rot90(rgb, 3)}[orientation]
+    image = Image.fromarray(np.ascontiguousarray(stored))
+    buffer = io.BytesIO()
+    kwargs: dict[str, object] = {}
+    if orientation != 1:
+        exif = Image.Exif()
+        exif[0x0112] = orientation
+        kwargs["exif"] = exif.tobytes()
+    if image_format == "JPEG":
+        kwargs["quality"] = quality
+    elif image_format == "WEBP":
+        kwargs["lossless"] = True
+    image.save(buffer, format=image_format, **kwargs)
+    return buffer.getvalue()
