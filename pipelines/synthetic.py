@@ -69,8 +69,8 @@ def _background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
         centre = (int(rng.integers(0, w)), int(rng.integers(0, h)))
         axes = (int(rng.integers(w // 12 + 1, w // 3 + 2)), int(rng.integers(h // 12 + 1, h // 3 + 2)))
         cv2.ellipse(mask, centre, axes, float(rng.uniform(0, 180)), 0, 360, 1.0, -1)
-        mask = cv2.GaussianBlur(mask, (0, 0), sigmaX=max(h, w) / rng.uniform(15, 40))[..., None]
-        image = image * (1 - 0.6 * mask) + _random_colour(rng) * 0.6 * mask
+        soft = cv2.GaussianBlur(mask, (0, 0), sigmaX=max(h, w) / rng.uniform(15, 40))[..., None]
+        image = image * (1 - 0.6 * soft) + _random_colour(rng) * 0.6 * soft
     return image
 
 
