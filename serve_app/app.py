@@ -35,13 +35,15 @@ def cluster_gpus() -> float:
 
 
 def resolve_device(requested: str, available_gpus: float) -> str:
-    """``cpu`` or ``cuda``. ``auto`` picks CUDA only when the cluster has a GPU, so a replica never
-    waits for a GPU that does not exist; an explicit ``cuda`` on a GPU-less cluster is an error."""
+    """``cpu`` or ``cuda``. ``auto`` picks CUDA only when the cluster has a GPU now, so a replica
+    never waits for a GPU that does not exist. An explicit ``cuda`` is trusted even when no GPU is
+    visible yet (an autoscaling GPU node group adds one on demand); it only logs a warning."""
     if requested == "auto":
         return "cuda" if available_gpus >= 1 else "cpu"
     if requested == "cuda" and available_gpus < 1:
-        raise ValueError(
-            "model.device is 'cuda' but the Ray cluster has no GPU; use device: auto (CPU fallback) or cpu"
+        logger.warning(
+            "model.device is 'cuda' but the Ray cluster has no GPU yet: Inference replicas wait until "
+            "a GPU node joins. Use device: auto to fall back to CPU instead."
         )
     return requested
 

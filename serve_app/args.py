@@ -29,7 +29,8 @@ class ModelArgs(_Strict):
             registry lists.
         weights: explicit checkpoint path; None uses the HF cache / bundled file.
         device: ``auto`` asks for one GPU per Inference replica when the Ray cluster has GPUs at
-            deploy time and runs on CPU otherwise; ``cuda`` fails the deploy on a GPU-less cluster.
+            deploy time and runs on CPU otherwise; ``cuda`` always asks for a GPU (for clusters
+            whose GPU nodes are added by an autoscaler); ``cpu`` never does.
         dtype: inference precision (half precision only takes effect on CUDA).
         allow_download: allow fetching missing weights from Hugging Face.
         num_threads: torch intra-op threads per replica on CPU.

@@ -53,15 +53,18 @@ class LatencyWindow:
         self._samples.append(sample)
 
     def summary(self, now: float) -> LatencySummary:
-        while self._samples and self._samples[0].finished_at < now - self._window_s:
+        cutoff = now - self._window_s
+        while self._samples and self._samples[0].finished_at < cutoff:
             self._samples.popleft()
-        latencies = sorted(sample.latency_ms for sample in self._samples if sample.succeeded)
+        # Samples from several ingress replicas arrive nearly, not strictly, in time order.
+        recent = [sample for sample in self._samples if sample.finished_at >= cutoff]
+        latencies = sorted(sample.latency_ms for sample in recent if sample.succeeded)
         average = sum(latencies) / len(latencies) if latencies else 0.0
         return LatencySummary(
             avg_latency_ms=round(average, 1),
             p95_latency_ms=round(percentile(latencies, 0.95), 1),
             p99_latency_ms=round(percentile(latencies, 0.99), 1),
-            requests_last_hour=len(self._samples),
+            requests_last_hour=len(recent),
         )
 
 

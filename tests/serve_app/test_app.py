@@ -1,0 +1,31 @@
+"""The builder's device decision: never ask for a GPU the cluster does not have."""
+
+from __future__ import annotations
+
+import pytest
+
+from serve_app.app import inference_actor_options, resolve_device, upload_limits
+from serve_app.args import InferenceArgs, UploadArgs
+
+
+@pytest.mark.parametrize(
+    ("requested", "gpus", "device"), [("auto", 0, "cpu"), ("auto", 2, "cuda"), ("cpu", 4, "cpu"), ("cuda", 1, "cuda")]
+)
+def test_device_resolution(requested: str, gpus: float, device: str) -> None:
+    assert resolve_device(requested, gpus) == device
+
+
+def test_explicit_cuda_is_trusted_for_autoscaled_gpu_nodes(caplog: pytest.LogCaptureFixture) -> None:
+    assert resolve_device("cuda", 0) == "cuda"
+    assert "no GPU yet" in caplog.text
+
+
+def test_inference_asks_for_a_gpu_only_on_cuda() -> None:
+    settings = InferenceArgs(num_cpus=0.5, num_gpus=1)
+    assert inference_actor_options("cuda", settings) == {"num_cpus": 0.5, "num_gpus": 1}
+    assert inference_actor_options("cpu", settings) == {"num_cpus": 0.5, "num_gpus": 0.0}
+
+
+def test_upload_limits_follow_the_args() -> None:
+    limits = upload_limits(UploadArgs(max_file_mb=5, max_megapixels=12.5))
+    assert limits.max_file_bytes == 5 * 1024 * 1024 and limits.max_pixels == 12_500_000

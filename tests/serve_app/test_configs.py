@@ -1,0 +1,106 @@
+"""The shipped Serve configs: valid for Serve and for AppArgs, and sized for a 2-core machine."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from pydantic import ValidationError
+from ray.serve.schema import ServeDeploySchema
+
+from serve_app.args import AppArgs, RateRule
+from serve_app.batching import BatchConfig
+
+ROOT = Path(__file__).resolve().parents[2]
+CONFIGS = [ROOT / "serve_config.yaml", ROOT / "configs" / "offline.yaml"]
+STAGES = {"Ingress", "Preprocess", "Inference", "Postprocess", "Telemetry", "RateLimiter"}
+
+
+def load(path: Path) -> dict[str, Any]:
+    with path.open() as handle:
+        return yaml.safe_load(handle)  # type: ignore[no-any-return]
+
+
+def kuberay_serve_config() -> dict[str, Any]:
+    manifest = load(ROOT / "configs" / "kuberay-rayservice.yaml")
+    return yaml.safe_load(manifest["spec"]["serveConfigV2"])  # type: ignore[no-any-return]
+
+
+def all_configs() -> list[tuple[str, dict[str, Any]]]:
+    return [(path.name, load(path)) for path in CONFIGS] + [("kuberay", kuberay_serve_config())]
+
+
+@pytest.mark.parametrize(("name", "config"), all_configs())
+def test_config_is_a_valid_serve_config_with_valid_args(name: str, config: dict[str, Any]) -> None:
+    schema = ServeDeploySchema.model_validate(config)
+    (application,) = schema.applications
+    assert application.import_path == "serve_app.app:build_app"
+    args = AppArgs.model_validate(application.args)
+    deployments = {d["name"]: d for d in config["applications"][0]["deployments"]}
+    assert set(deployments) <= STAGES
+    assert ("RateLimiter" in deployments) == args.rate_limit.enabled
+    assert schema.http_options.request_timeout_s is not None
+    assert schema.http_options.request_timeout_s > args.ingress.timeout_s
+
+
+@pytest.mark.parametrize(("name", "config"), all_configs())
+def test_inference_batches_can_fill(name: str, config: dict[str, Any]) -> None:
+    inference = next(d for d in config["applications"][0]["deployments"] if d["name"] == "Inference")
+    batch = BatchConfig.model_validate(inference["user_config"])
+    assert inference["max_ongoing_requests"] >= 2 * batch.max_batch_size
+    assert inference["autoscaling_config"]["target_ongoing_requests"] <= inference["max_ongoing_requests"]
+    # The builder owns Inference's ray_actor_options (it decides num_gpus); a block here replaces them.
+    assert "ray_actor_options" not in inference
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_config_fits_two_cores_at_minimum_replicas(path: Path) -> None:
+    config = load(path)
+    application = config["applications"][0]
+    args = AppArgs.model_validate(application["args"])
+    total = args.inference.num_cpus
+    for deployment in application["deployments"]:
+        if deployment["name"] == "Inference":
+            continue
+        replicas = deployment.get("num_replicas") or deployment["autoscaling_config"]["min_replicas"]
+        total += replicas * deployment["ray_actor_options"]["num_cpus"]
+    assert total <= 2.0
+    assert config["http_options"]["host"] == "127.0.0.1"
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_singletons_have_one_replica(path: Path) -> None:
+    for deployment in load(path)["applications"][0]["deployments"]:
+        if deployment["name"] in {"Telemetry", "RateLimiter"}:
+            assert deployment["num_replicas"] == 1
+
+
+def test_offline_config_needs_no_network_and_no_rate_limit() -> None:
+    args = AppArgs.model_validate(load(ROOT / "configs" / "offline.yaml")["applications"][0]["args"])
+    assert args.model.variant == "demo" and args.model.allow_download is False
+    assert args.rate_limit.enabled is False
+
+
+def test_production_config_has_the_spec_limits() -> None:
+    args = AppArgs.model_validate(load(ROOT / "serve_config.yaml")["applications"][0]["args"])
+    assert args.model.variant == "general" and args.model.device == "auto"
+    assert args.rate_limit.enabled
+    assert set(args.rate_limit.tiers["free"]) == {RateRule(limit=30, period_s=60), RateRule(limit=3, period_s=1)}
+    assert args.upload.max_file_bytes == 10 * 1024 * 1024
+    assert args.ingress.timeout_s == 30
+
+
+def test_unknown_keys_are_rejected_with_their_name() -> None:
+    with pytest.raises(ValidationError, match="varient"):
+        AppArgs.model_validate({"model": {"varient": "demo"}})
+    with pytest.raises(ValidationError, match="timeout"):
+        AppArgs.model_validate({"timeout": 30})
+
+
+def test_rate_limit_tiers_must_exist() -> None:
+    with pytest.raises(ValidationError, match="unknown tiers"):
+        AppArgs.model_validate({"rate_limit": {"api_keys": {"k": "platinum"}}})
+    with pytest.raises(ValidationError, match="default_tier"):
+        AppArgs.model_validate({"rate_limit": {"default_tier": "gold"}})

@@ -1,0 +1,125 @@
+"""The /remove form reader: fields, defaults, size limits and the 400 INVALID_REQUEST cases."""
+
+from __future__ import annotations
+
+import pytest
+
+from pipelines.errors import FileTooLargeError, InvalidRequestError
+from serve_app.form import (
+    FORM_OVERHEAD_BYTES,
+    RemovalFormReader,
+    check_declared_length,
+    parse_content_length,
+    parse_form_bool,
+)
+
+BOUNDARY = "----TestBoundary"
+CONTENT_TYPE = f"multipart/form-data; boundary={BOUNDARY}"
+
+
+def multipart(*parts: tuple[str, bytes, str | None]) -> bytes:
+    """Encode ``(name, value, filename)`` parts the way a browser does."""
+    body = b""
+    for name, value, filename in parts:
+        disposition = f'form-data; name="{name}"' + (f'; filename="{filename}"' if filename else "")
+        body += f"--{BOUNDARY}\r\nContent-Disposition: {disposition}\r\n".encode()
+        if filename:
+            body += b"Content-Type: image/png\r\n"
+        body += b"\r\n" + value + b"\r\n"
+    return body + f"--{BOUNDARY}--\r\n".encode()
+
+
+def read(body: bytes, max_file_bytes: int = 1000, chunk: int = 7) -> object:
+    reader = RemovalFormReader(CONTENT_TYPE, max_file_bytes=max_file_bytes)
+    for start in range(0, len(body), chunk):
+        reader.feed(body[start : start + chunk])
+    return reader.finish()
+
+
+def test_form_reads_image_and_defaults() -> None:
+    form = read(multipart(("image", b"\x89PNG data", "cat.png")))
+    assert form.image.data == b"\x89PNG data"
+    assert form.image.filename == "cat.png"
+    assert form.image.content_type == "image/png"
+    assert form.options.smoothing is True
+    assert form.return_base64 is False
+
+
+def test_form_reads_flags() -> None:
+    body = multipart(("image", b"x", "a.png"), ("smoothing", b"false", None), ("return_base64", b"TRUE", None))
+    form = read(body)
+    assert form.options.smoothing is False
+    assert form.return_base64 is True
+
+
+def test_form_ignores_unknown_fields() -> None:
+    assert read(multipart(("image", b"x", "a.png"), ("note", b"hello", None))).image.data == b"x"
+
+
+def test_form_rejects_missing_image() -> None:
+    with pytest.raises(InvalidRequestError, match="Missing form field 'image'"):
+        read(multipart(("smoothing", b"true", None)))
+
+
+def test_form_rejects_duplicated_image() -> None:
+    with pytest.raises(InvalidRequestError, match="must appear once"):
+        read(multipart(("image", b"x", "a.png"), ("image", b"y", "b.png")))
+
+
+def test_form_rejects_empty_image() -> None:
+    with pytest.raises(InvalidRequestError, match="empty"):
+        read(multipart(("image", b"", "a.png")))
+
+
+def test_form_rejects_bad_boolean() -> None:
+    with pytest.raises(InvalidRequestError, match="smoothing"):
+        read(multipart(("image", b"x", "a.png"), ("smoothing", b"maybe", None)))
+
+
+@pytest.mark.parametrize("content_type", [None, "application/json", "multipart/form-data", "text/plain"])
+def test_form_rejects_non_multipart(content_type: str | None) -> None:
+    with pytest.raises(InvalidRequestError, match="multipart/form-data"):
+        RemovalFormReader(content_type, max_file_bytes=1000)
+
+
+def test_form_rejects_truncated_body() -> None:
+    body = multipart(("image", b"x" * 50, "a.png"))
+    with pytest.raises(InvalidRequestError):
+        read(body[:40])
+
+
+def test_form_raises_file_too_large_while_streaming() -> None:
+    reader = RemovalFormReader(CONTENT_TYPE, max_file_bytes=100)
+    body = multipart(("image", b"x" * 1000, "a.png"))
+    with pytest.raises(FileTooLargeError) as caught:
+        for start in range(0, len(body), 64):
+            reader.feed(body[start : start + 64])
+    assert caught.value.status_code == 413
+    assert caught.value.fields["max_size_mb"] == 0.0
+
+
+def test_declared_length_over_limit_is_413_before_reading() -> None:
+    limit = 10 * 1024 * 1024
+    check_declared_length(limit + FORM_OVERHEAD_BYTES, limit)
+    with pytest.raises(FileTooLargeError) as caught:
+        check_declared_length(13 * 1024 * 1024, limit)
+    assert caught.value.to_body() == {
+        "detail": "File size exceeds 10MB limit",
+        "error_code": "FILE_TOO_LARGE",
+        "file_size_mb": 13.0,
+        "max_size_mb": 10.0,
+    }
+
+
+def test_content_length_parsing() -> None:
+    assert parse_content_length(None) is None
+    assert parse_content_length("123") == 123
+    with pytest.raises(InvalidRequestError):
+        parse_content_length("-5")
+
+
+@pytest.mark.parametrize(
+    ("text", "value"), [(b"true", True), (b"1", True), (b"On", True), (b"false", False), (b"0", False), (b"no", False)]
+)
+def test_form_bool_spellings(text: bytes, value: bool) -> None:
+    assert parse_form_bool("smoothing", text) is value

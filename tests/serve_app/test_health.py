@@ -1,0 +1,105 @@
+"""/health and /ready as functions of the model reports and request samples."""
+
+from __future__ import annotations
+
+from serve_app.health import LatencyWindow, assess_health, assess_readiness, fresh_reports, percentile
+from serve_app.records import ModelReport, ModelState, RequestSample
+
+NOW = 1_000_000.0
+EMPTY = LatencyWindow().summary(NOW)
+
+
+def report(
+    replica: str = "r1", state: ModelState = ModelState.READY, device: str = "cpu", **fields: object
+) -> ModelReport:
+    defaults: dict[str, object] = {"model_name": "BiRefNet-general", "checkpoint_present": True}
+    return ModelReport(replica, state, NOW, device=device, **{**defaults, **fields})  # type: ignore[arg-type]
+
+
+def test_health_on_gpu_is_healthy_with_every_spec_field() -> None:
+    answer = assess_health([report(device="cuda", gpu_memory_free_mb=12543.24, tensorrt_enabled=True)], EMPTY)
+    assert answer.status_code == 200
+    body = answer.body
+    assert body["status"] == "healthy"
+    assert body["service"] == "BiRefNet Background Removal" and body["version"] == "1.0.0"
+    assert body["model"] == "BiRefNet-general" and body["device"] == "cuda"
+    assert body["tensorrt_enabled"] is True and body["gpu_memory_free_mb"] == 12543.2
+    assert body["model_files_status"] == {"checkpoint": True, "config": True, "tensorrt_engine": True}
+    assert set(body["performance_metrics"]) == {
+        "avg_latency_ms",
+        "p95_latency_ms",
+        "p99_latency_ms",
+        "requests_last_hour",
+    }
+
+
+def test_health_on_cpu_is_degraded() -> None:
+    answer = assess_health([report(device="cpu")], EMPTY)
+    assert answer.status_code == 200
+    assert answer.body["status"] == "degraded" and answer.body["device"] == "cpu"
+    assert answer.body["gpu_memory_free_mb"] is None
+
+
+def test_health_with_missing_weights_is_unhealthy_503() -> None:
+    failed = report(state=ModelState.FAILED, error=("Model checkpoint not found", "/models/x.pth missing"))
+    answer = assess_health([failed], EMPTY)
+    assert answer.status_code == 503
+    assert answer.body == {
+        "status": "unhealthy",
+        "error": "Model checkpoint not found",
+        "detail": "/models/x.pth missing",
+    }
+
+
+def test_health_is_degraded_when_one_replica_of_two_failed() -> None:
+    failed = report("r2", ModelState.FAILED, device="cuda", error=("Model checkpoint not found", "gone"))
+    answer = assess_health([report("r1", device="cuda"), failed], EMPTY)
+    assert answer.status_code == 200 and answer.body["status"] == "degraded"
+
+
+def test_health_before_any_report_is_unhealthy() -> None:
+    assert assess_health([], EMPTY).status_code == 503
+
+
+def test_latency_window_summarises_successes_and_counts_all() -> None:
+    window = LatencyWindow(window_s=3600)
+    for index in range(100):
+        window.add(RequestSample(NOW - 10, float(index + 1), succeeded=True))
+    window.add(RequestSample(NOW - 10, 5000.0, succeeded=False))
+    window.add(RequestSample(NOW - 4000, 1.0, succeeded=True))  # older than an hour
+    summary = window.summary(NOW)
+    assert summary.requests_last_hour == 101
+    assert summary.avg_latency_ms == 50.5
+    assert summary.p95_latency_ms == 95.0 and summary.p99_latency_ms == 99.0
+
+
+def test_percentile_of_nothing_is_zero() -> None:
+    assert percentile([], 0.95) == 0.0
+
+
+def test_stale_reports_are_forgotten() -> None:
+    old = ModelReport("old", ModelState.READY, NOW - 100, "m", "cpu")
+    assert [r.replica for r in fresh_reports([old, report("new")], NOW, 31.0)] == ["new"]
+
+
+def test_ready_when_every_replica_loaded_and_deployments_settled() -> None:
+    answer = assess_readiness([report("r1"), report("r2")], {"Inference": "HEALTHY", "Ingress": "UPSCALING"})
+    assert answer.status_code == 200 and answer.body == {"ready": True, "model_replicas": 2}
+
+
+def test_not_ready_while_a_deployment_is_still_starting() -> None:
+    answer = assess_readiness([report()], {"Inference": "UPDATING", "Ingress": "HEALTHY"})
+    assert answer.status_code == 503
+    assert answer.body["error_code"] == "MODEL_NOT_READY" and "Inference" in answer.body["detail"]
+
+
+def test_not_ready_while_a_replica_is_loading_or_failed() -> None:
+    settled = {"Inference": "HEALTHY"}
+    assert assess_readiness([report(), report("r2", ModelState.LOADING)], settled).status_code == 503
+    failed = report(state=ModelState.FAILED, error=("Model checkpoint not found", "x"))
+    answer = assess_readiness([failed], settled)
+    assert answer.status_code == 503 and "Model checkpoint not found" in answer.body["detail"]
+
+
+def test_not_ready_without_reports() -> None:
+    assert assess_readiness([], {"Inference": "HEALTHY"}).status_code == 503

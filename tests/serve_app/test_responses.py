@@ -1,0 +1,179 @@
+"""The ingress's mapping of results and errors to HTTP: filename, headers, error bodies."""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timezone
+
+import pytest
+
+from pipelines.datatypes import EncodedImage
+from pipelines.errors import (
+    BackgroundRemovalError,
+    FileTooLargeError,
+    GpuMemoryExhaustedError,
+    ImageBombError,
+    InvalidFormatError,
+)
+from serve_app.records import Cutout
+from serve_app.responses import (
+    base64_body,
+    content_disposition,
+    error_parts,
+    find_service_error,
+    processing_info,
+    result_filename,
+    result_headers,
+    timeout_error,
+    to_service_error,
+    with_received_format,
+)
+
+NOW = datetime(2025, 11, 7, 14, 30, 52, tzinfo=timezone.utc)
+
+
+def cutout(*, first_frame_only: bool = False, subject_found: bool = True) -> Cutout:
+    image = EncodedImage(b"png", "image/png", 1920, 1080, subject_found=subject_found, smoothing_applied=True)
+    return Cutout(image, first_frame_only, "BiRefNet-general", tensorrt_enabled=False, inference_ms=41.26)
+
+
+def test_filename_follows_the_spec_pattern() -> None:
+    assert result_filename("portrait.jpg", NOW) == "portrait_nobg_20251107_143052.png"
+
+
+@pytest.mark.parametrize(
+    ("upload", "stem"),
+    [
+        (None, "image"),
+        ("", "image"),
+        ("../../etc/passwd", "passwd"),
+        ("C:\\photos\\me.png", "me"),
+        ('quote"; x=.jpg', "quote_x"),
+        ("café au lait.webp", "cafe_au_lait"),
+        ("archive.tar.gz", "archive.tar"),
+        (".hidden", "hidden"),
+        ("写真.jpg", "image"),
+    ],
+)
+def test_filename_is_reduced_to_safe_ascii(upload: str | None, stem: str) -> None:
+    assert result_filename(upload, NOW) == f"{stem}_nobg_20251107_143052.png"
+
+
+def test_content_disposition_is_an_attachment() -> None:
+    value = content_disposition("portrait_nobg_20251107_143052.png")
+    assert value.startswith('attachment; filename="portrait_nobg_20251107_143052.png"')
+
+
+def test_result_headers_for_a_png() -> None:
+    info = processing_info(cutout(), 72.34)
+    headers = result_headers(cutout(), info, "p_nobg_20251107_143052.png")
+    assert headers["X-Processing-Time-Ms"] == "72.3"
+    assert headers["X-Original-Size"] == "1920x1080"
+    assert headers["X-Model-Version"] == "BiRefNet-general"
+    assert headers["X-Subject-Found"] == "true"
+    assert headers["X-Inference-Time-Ms"] == "41.3"
+    assert "X-First-Frame-Only" not in headers
+    assert headers["Content-Disposition"].startswith("attachment;")
+
+
+def test_result_headers_flag_animated_sources_and_empty_mattes() -> None:
+    animated = cutout(first_frame_only=True, subject_found=False)
+    headers = result_headers(animated, processing_info(animated, 1.0), None)
+    assert headers["X-First-Frame-Only"] == "true"
+    assert headers["X-Subject-Found"] == "false"
+    assert "Content-Disposition" not in headers
+
+
+def test_base64_body_has_the_spec_fields() -> None:
+    body = base64_body("data:image/png;base64,AAAA", processing_info(cutout(), 72.3))
+    assert body["success"] is True
+    assert body["processed_image"].startswith("data:image/png;base64,")
+    assert set(body["processing_info"]) >= {
+        "original_size",
+        "output_size",
+        "background_removed",
+        "edge_smoothing_applied",
+        "processing_time_ms",
+        "model_version",
+        "tensorrt_enabled",
+    }
+
+
+def test_error_parts_of_a_spec_error() -> None:
+    error = ImageBombError(
+        "Image bomb detected: decompression ratio exceeds 1000x",
+        file_size_bytes=524288,
+        decompressed_size_bytes=537395200,
+        ratio=1024.3,
+    )
+    status, body, headers = error_parts(error)
+    assert status == 400
+    assert body["error_code"] == "IMAGE_BOMB" and body["ratio"] == 1024.3
+    assert headers == {}
+
+
+def test_gpu_memory_error_gets_the_appendix_fields() -> None:
+    error = GpuMemoryExhaustedError(gpu_memory_required_mb=1200, gpu_memory_available_mb=847)
+    status, body, headers = error_parts(error)
+    assert status == 503
+    assert body == {
+        "detail": "Insufficient GPU memory to process request",
+        "error_code": "GPU_MEMORY_EXHAUSTED",
+        "gpu_memory_required_mb": 1200,
+        "gpu_memory_available_mb": 847,
+        "suggested_action": "Retry in 30 seconds",
+        "retry_after": 30,
+    }
+    assert headers == {"Retry-After": "30"}
+
+
+def test_timeout_error_has_the_spec_fields() -> None:
+    status, body, _ = error_parts(timeout_error(30.0, 31.24))
+    assert status == 504
+    assert body == {
+        "detail": "Processing timeout exceeded 30 seconds",
+        "error_code": "PROCESSING_TIMEOUT",
+        "elapsed_seconds": 31.2,
+        "suggested_action": "Reduce image size or retry with smaller image",
+    }
+
+
+def test_received_format_falls_back_to_the_declared_type() -> None:
+    error = with_received_format(InvalidFormatError(), "application/pdf")
+    assert error.to_body()["received_format"] == "application/pdf"
+    named = with_received_format(InvalidFormatError(received_format="GIF"), "image/gif")
+    assert named.to_body()["received_format"] == "GIF"
+
+
+class FakeRayTaskError(Exception):
+    """Ray's wrapper: the replica's exception is on ``cause``."""
+
+    def __init__(self, cause: BaseException):
+        super().__init__(str(cause))
+        self.cause = cause
+
+
+def test_service_errors_are_found_through_ray_wrappers() -> None:
+    original = FileTooLargeError(file_size_mb=12.4, max_size_mb=10)
+    assert find_service_error(FakeRayTaskError(FakeRayTaskError(original))) is original
+    assert to_service_error(FakeRayTaskError(original)) is original
+
+
+class BackPressureError(Exception):
+    """Named like ray.serve.exceptions.BackPressureError, which is matched by name."""
+
+
+def test_back_pressure_becomes_service_overloaded() -> None:
+    error = to_service_error(FakeRayTaskError(BackPressureError("queue full")), retry_after_s=2)
+    assert error.status_code == 503 and error.error_code == "SERVICE_OVERLOADED"
+    assert error.headers() == {"Retry-After": "2"}
+
+
+def test_unexpected_errors_become_a_generic_500_and_are_logged(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.ERROR):
+        error = to_service_error(RuntimeError("CUDA error at /opt/secret/kernel.cu:347"))
+    assert type(error) is not BackgroundRemovalError
+    status, body, _ = error_parts(error)
+    assert status == 500
+    assert body == {"detail": "Model inference failed", "error_code": "INFERENCE_ERROR"}
+    assert "kernel.cu" in caplog.text
