@@ -1,14 +1,19 @@
 """The inference stage: BiRefNet on batches of uint8 images, GPU when present, CPU otherwise.
 
 The preprocess stage hands over ``[h, w, 3]`` uint8 images already resized to the variant's input
-size; normalisation (ImageNet mean/std) happens here on the device, so that only uint8 crosses
-process boundaries. The output per image is a :class:`~pipelines.datatypes.Matte`: the sigmoid of
-the logits as uint8 at model resolution, never min-max stretched.
+size; they are staged in a reused pinned host buffer, uploaded as uint8 and normalised (ImageNet
+mean/std) on the device, so that only uint8 crosses process boundaries and the PCIe bus. The model
+runs through an inference backend (eager, ``torch.compile`` or TensorRT, chosen by
+:func:`pipelines.backends.build_backend` with fallback); compiled backends get batches padded to
+their compiled sizes. The output per image is a :class:`~pipelines.datatypes.Matte`: the sigmoid
+of the logits as uint8 at model resolution, never min-max stretched.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -17,6 +22,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from pipelines.backends import (
+    BACKEND_NAMES,
+    BackendSpec,
+    InferenceBackend,
+    PinnedStaging,
+    build_backend,
+    plan_chunks,
+)
+from pipelines.backends.base import ACTIVATION_MB_PER_MEGAPIXEL_FP32, DEFAULT_ENGINE_CACHE_DIR, estimate_activation_mb
+from pipelines.backends.eager import EagerBackend
 from pipelines.datatypes import Matte
 from pipelines.errors import GpuMemoryExhaustedError, InferenceError
 from pipelines.model.birefnet import BiRefNet, PatchOrder, create_model, with_patch_order
@@ -28,9 +43,7 @@ from pipelines.weights import resolve_weights
 logger = logging.getLogger(__name__)
 
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-# Activation memory of one forward pass per megapixel of model input, fp32 (measured peak minus
-# weights: general 1024² ≈ 4.8 GB − 0.9 GB, README figures); half precision needs about half.
-_ACTIVATION_MB_PER_MEGAPIXEL_FP32 = 3700.0
+_ACTIVATION_MB_PER_MEGAPIXEL_FP32 = ACTIVATION_MB_PER_MEGAPIXEL_FP32  # kept for existing importers
 
 
 @dataclass(frozen=True)
@@ -47,6 +60,14 @@ class SegmenterSettings:
         num_threads: torch intra-op threads on CPU (None leaves torch's default).
         patch_order: decoder patch-channel order (``current`` or ``legacy``).
         memory_check: refuse a batch when free GPU memory is below the estimate.
+        backend: ``eager``, ``compile`` or ``tensorrt``; an unavailable one falls back along
+            ``tensorrt → compile → eager`` (reported in :class:`SegmenterInfo`).
+        compile_mode: ``torch.compile`` mode: ``default``, ``reduce-overhead`` (CUDA graphs),
+            ``max-autotune`` or ``max-autotune-no-cudagraphs``.
+        engine_cache_dir: TensorRT engine cache (None → ``~/.cache/birefnet-serve/engines``).
+        batch_sizes: batch sizes compiled backends are built for, ascending; batches are padded
+            to the nearest one and split above the largest. Keep the largest ≥ the deployment's
+            ``max_batch_size``. Eager ignores them.
     """
 
     variant: str = "general"
@@ -57,6 +78,10 @@ class SegmenterSettings:
     num_threads: int | None = None
     patch_order: str = PatchOrder.CURRENT.value
     memory_check: bool = True
+    backend: str = "eager"
+    compile_mode: str = "default"
+    engine_cache_dir: str | None = None
+    batch_sizes: tuple[int, ...] = (1, 2, 4)
 
 
 @dataclass(frozen=True)
@@ -81,10 +106,22 @@ def input_size_for(variant: str) -> tuple[int, int]:
     return get_variant(variant).input_size
 
 
+def cuda_usable() -> bool:
+    """A CUDA device is present and answers (a broken driver or a full GPU counts as unusable)."""
+    if not torch.cuda.is_available():
+        return False
+    try:
+        torch.cuda.mem_get_info(0)
+    except RuntimeError as exc:
+        logger.warning("CUDA is present but not usable (%s); running on the CPU", exc)
+        return False
+    return True
+
+
 def resolve_device(requested: str) -> torch.device:
     """``auto`` → the first CUDA device when one is usable, else the CPU."""
     if requested == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return torch.device("cuda" if cuda_usable() else "cpu")
     device = torch.device(requested)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise InferenceError("device 'cuda' was requested but no CUDA GPU is available")
@@ -108,10 +145,8 @@ def logits_to_alpha(logits: torch.Tensor) -> torch.Tensor:
 
 
 def estimate_batch_memory_mb(input_size: tuple[int, int], batch: int, dtype: torch.dtype) -> float:
-    """Rough activation memory of one forward pass (an over-estimate, for the pre-check)."""
-    megapixels = input_size[0] * input_size[1] / 1e6
-    scale = 0.5 if dtype in (torch.float16, torch.bfloat16) else 1.0
-    return _ACTIVATION_MB_PER_MEGAPIXEL_FP32 * megapixels * batch * scale
+    """Rough activation memory of one eager forward pass (an over-estimate, for the pre-check)."""
+    return estimate_activation_mb(input_size, batch, dtype)
 
 
 def _is_out_of_memory(exc: BaseException) -> bool:
@@ -127,6 +162,8 @@ class Segmenter:
         device, dtype: where and how it runs.
         checkpoint: where the weights came from (``""`` for generated weights).
         memory_check: pre-check free GPU memory per batch.
+        backend: how the model runs; None → eager on ``model`` in ``dtype``.
+        tensorrt_reason: why TensorRT is (not) in use, for ``/health``.
     """
 
     def __init__(
@@ -137,6 +174,8 @@ class Segmenter:
         dtype: torch.dtype = torch.float32,
         checkpoint: str = "",
         memory_check: bool = True,
+        backend: InferenceBackend | None = None,
+        tensorrt_reason: str = "TensorRT backend not selected (backend: eager)",
     ) -> None:
         self.model = model
         self.variant = variant
@@ -144,8 +183,11 @@ class Segmenter:
         self.dtype = dtype
         self.checkpoint = checkpoint
         self.memory_check = memory_check and device.type == "cuda"
-        self.backend = "eager"
-        self.tensorrt_reason = "TensorRT backend not selected"
+        self.inference_backend: InferenceBackend = backend if backend is not None else EagerBackend(model, dtype)
+        self.tensorrt_reason = tensorrt_reason
+        self._staging = PinnedStaging(pin=device.type == "cuda")
+        # One batch on the device at a time: the pinned buffer and CUDA graphs are reused.
+        self._lock = threading.RLock()
         mean = torch.tensor(variant.mean, device=device).view(1, 3, 1, 1) * 255.0
         std = torch.tensor(variant.std, device=device).view(1, 3, 1, 1) * 255.0
         self._mean, self._std = mean, std
@@ -171,9 +213,30 @@ class Segmenter:
         checkpoint, report = _load_weights(model, variant, settings)
         logger.info("BiRefNet %s weights: %s", variant.name, report.summary() if report else "generated")
         model = model.to(device=device, dtype=dtype).eval()
-        return cls(model, variant, device, dtype, checkpoint, settings.memory_check)
+        spec = BackendSpec(
+            variant=variant.name,
+            input_size=variant.input_size,
+            device=device,
+            dtype=dtype,
+            batch_sizes=tuple(settings.batch_sizes),
+            compile_mode=settings.compile_mode,
+            engine_cache_dir=Path(settings.engine_cache_dir) if settings.engine_cache_dir else DEFAULT_ENGINE_CACHE_DIR,
+            weights_id=weights_fingerprint(checkpoint),
+        )
+        if settings.backend not in BACKEND_NAMES:
+            raise ValueError(f"unknown backend {settings.backend!r}; use one of {', '.join(BACKEND_NAMES)}")
+        choice = build_backend(model, settings.backend, spec)
+        if device.type == "cuda" and choice.failures:
+            torch.cuda.empty_cache()  # what a failed build left in the caching allocator
+        return cls(model, variant, device, dtype, checkpoint, settings.memory_check,
+                   backend=choice.backend, tensorrt_reason=choice.tensorrt_reason)
 
     # -- properties ---------------------------------------------------------------------------
+
+    @property
+    def backend(self) -> str:
+        """Name of the backend in use: ``eager``, ``compile`` or ``tensorrt``."""
+        return self.inference_backend.name
 
     @property
     def input_size(self) -> tuple[int, int]:
@@ -214,7 +277,7 @@ class Segmenter:
         # Memory already cached by torch is reusable: count it as free.
         reusable = torch.cuda.memory_reserved(self.device) - torch.cuda.memory_allocated(self.device)
         available = free + reusable / 2**20
-        required = estimate_batch_memory_mb(self.input_size, batch, self.dtype)
+        required = self.required_memory_mb(batch)
         if available < required:
             raise GpuMemoryExhaustedError(
                 gpu_memory_required_mb=round(required),
@@ -223,19 +286,32 @@ class Segmenter:
                 retry_after_seconds=30,
             )
 
-    def _normalise(self, batch: np.ndarray) -> torch.Tensor:
-        pixels = torch.from_numpy(batch)
-        if self.device.type == "cuda":
-            pixels = pixels.pin_memory().to(self.device, non_blocking=True)
+    def required_memory_mb(self, batch: int) -> float:
+        """The backend's activation estimate for the largest padded chunk a batch runs as."""
+        largest = max(padded for _images, padded in plan_chunks(batch, self.inference_backend.batch_sizes))
+        return self.inference_backend.estimate_memory_mb(self.input_size, largest)
+
+    def _normalise(self, batch: np.ndarray, padded: int | None = None) -> torch.Tensor:
+        """``[n, h, w, 3]`` uint8 host → ``[padded, 3, h, w]`` normalised on the device (pad rows zero)."""
+        pixels = self._staging.upload(batch, self.device, padded)
         x = pixels.permute(0, 3, 1, 2).float()
-        return ((x - self._mean) / self._std).to(self.dtype)
+        return ((x - self._mean) / self._std).to(self.inference_backend.dtype)
+
+    def _run_chunks(self, batch: np.ndarray) -> np.ndarray:
+        alphas = []
+        start = 0
+        with torch.inference_mode():
+            for count, padded in plan_chunks(len(batch), self.inference_backend.batch_sizes):
+                logits = self.inference_backend(self._normalise(batch[start:start + count], padded))
+                alphas.append(logits_to_alpha(logits[:count]).cpu().numpy())
+                start += count
+        return alphas[0] if len(alphas) == 1 else np.concatenate(alphas)
 
     def forward_alpha(self, batch: np.ndarray) -> np.ndarray:
         """``[B, h, w, 3]`` uint8 → ``[B, h, w]`` uint8 alpha. Splits the batch on GPU out-of-memory."""
         try:
-            with torch.inference_mode():
-                alpha = logits_to_alpha(self.model(self._normalise(batch)))
-            return alpha.cpu().numpy()
+            with self._lock:
+                return self._run_chunks(batch)
         except (torch.cuda.OutOfMemoryError, RuntimeError) as exc:
             if not _is_out_of_memory(exc):
                 raise
@@ -244,7 +320,7 @@ class Segmenter:
             if len(batch) == 1:
                 free = self.gpu_memory_free_mb() or 0.0
                 raise GpuMemoryExhaustedError(
-                    gpu_memory_required_mb=round(estimate_batch_memory_mb(self.input_size, 1, self.dtype)),
+                    gpu_memory_required_mb=round(self.required_memory_mb(1)),
                     gpu_memory_available_mb=round(free),
                     suggested_action="Retry in 30 seconds",
                     retry_after_seconds=30,
@@ -267,10 +343,29 @@ class Segmenter:
         return [Matte(alpha=a, model_name=self.model_name, inference_ms=elapsed_ms) for a in alphas]
 
     def warm_up(self, batch_size: int = 1) -> None:
-        """Run one forward pass so that kernels, allocators and caches are ready."""
+        """Run forward passes so that kernels, allocators, caches and the pinned buffer are ready.
+
+        Compiled backends run every compiled batch size (the largest first, so the pinned buffer
+        is allocated once); eager runs one batch of ``batch_size``.
+        """
         h, w = self.input_size
-        self.forward_alpha(np.zeros((batch_size, h, w, 3), dtype=np.uint8))
+        sizes = sorted(self.inference_backend.batch_sizes, reverse=True) or [batch_size]
+        for size in sizes:
+            self.forward_alpha(np.zeros((size, h, w, 3), dtype=np.uint8))
         self.warmed_up = True
+
+
+def weights_fingerprint(checkpoint: str) -> str:
+    """Short id of a weights file (name, size, modification time) for engine cache keys."""
+    if not checkpoint:
+        return "deterministic"
+    path = Path(checkpoint)
+    try:
+        stat = path.stat()
+        text = f"{path.name}:{stat.st_size}:{int(stat.st_mtime)}"
+    except OSError:
+        text = path.name
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
 def _load_weights(model: BiRefNet, variant: Variant, settings: SegmenterSettings) -> tuple[str, LoadReport | None]:

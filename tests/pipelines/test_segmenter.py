@@ -36,8 +36,8 @@ def _segmenter(model: torch.nn.Module) -> Segmenter:
     return Segmenter(model, get_variant("demo"), torch.device("cpu"))  # type: ignore[arg-type]
 
 
-def _images(n: int, size: int = 256) -> list[np.ndarray]:
-    return [np.full((size, size, 3), 40 * i, dtype=np.uint8) for i in range(n)]
+def _images(n: int) -> list[np.ndarray]:
+    return [np.full((*input_size_for("demo"), 3), 40 * i, dtype=np.uint8) for i in range(n)]
 
 
 def test_logits_to_alpha_has_no_min_max_stretch() -> None:
@@ -64,10 +64,10 @@ def test_segment_returns_one_matte_per_image_at_model_size() -> None:
 def test_segment_normalises_with_imagenet_statistics() -> None:
     model = ConstantModel()
     segmenter = _segmenter(model)
-    mean_colour = np.empty((256, 256, 3), dtype=np.uint8)
+    mean_colour = np.empty((*input_size_for("demo"), 3), dtype=np.uint8)
     mean_colour[:] = (124, 116, 104)  # the ImageNet mean → normalised ≈ 0 → sigmoid ≈ 0.5
     assert abs(int(segmenter.segment([mean_colour])[0].alpha[0, 0]) - 128) <= 1
-    white = np.full((256, 256, 3), 255, dtype=np.uint8)  # ≈ (2.25, 2.43, 2.64) → mean 2.44
+    white = np.full((*input_size_for("demo"), 3), 255, dtype=np.uint8)  # ≈ (2.25, 2.43, 2.64) → mean 2.44
     assert abs(int(segmenter.segment([white])[0].alpha[0, 0]) - 235) <= 1
 
 
