@@ -86,12 +86,12 @@ class TensorRTBackend:
         Raises:
             BackendUnavailableError: no CUDA device, torch-tensorrt missing, or a build failed.
         """
-        if spec.device.type != "cuda":
-            raise BackendUnavailableError("TensorRT needs a CUDA device")
         try:
             torch_tensorrt = spec.importer("torch_tensorrt")
         except ImportError as exc:
             raise BackendUnavailableError(f"torch_tensorrt is not installed ({exc}); pip install .[tensorrt]") from exc
+        if spec.device.type != "cuda":
+            raise BackendUnavailableError("TensorRT needs a CUDA device")
         model = prepare_model(model, spec.dtype)
         version = tensorrt_versions(torch_tensorrt, spec.importer)
         gpu_name = torch.cuda.get_device_name(spec.device)

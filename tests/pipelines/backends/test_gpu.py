@@ -1,0 +1,89 @@
+"""GPU-only checks of the backends (skipped without CUDA; run by scripts/gpu_check.sh)."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from pipelines.backends import BackendSpec, build_backend
+from pipelines.backends.agreement import alpha_agreement, reference_equivalence
+from pipelines.backends.compiled import CompiledBackend
+from pipelines.backends.eager import EagerBackend
+from pipelines.model.birefnet import create_model
+from pipelines.model.deterministic import deterministic_state_dict
+from pipelines.model.variants import get_variant
+from pipelines.segmenter import Segmenter, logits_to_alpha
+
+pytestmark = pytest.mark.needs_cuda
+
+_REPO = Path(__file__).resolve().parents[3]
+REFERENCE_CANDIDATES = (_REPO / "shared" / "reference", _REPO.parent / "shared" / "reference", _REPO / ".ref")
+CUDA = torch.device("cuda")
+
+
+def _model(variant: str, dtype: torch.dtype = torch.float32) -> torch.nn.Module:
+    model = create_model(get_variant(variant).config)
+    model.load_state_dict(deterministic_state_dict([(k, tuple(t.shape)) for k, t in model.state_dict().items()]))
+    return model.to(CUDA, dtype)
+
+
+def _inputs(batch: int, size: tuple[int, int]) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(0)
+    return torch.randn((batch, 3, *size), generator=generator).to(CUDA)
+
+
+def _alpha(backend: EagerBackend | CompiledBackend, x: torch.Tensor) -> np.ndarray:
+    return logits_to_alpha(backend(x.to(backend.dtype))).cpu().numpy()
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_agrees_with_float32_on_lite(dtype: torch.dtype) -> None:
+    x = _inputs(2, (512, 512))
+    reference = _alpha(EagerBackend(_model("lite")), x)
+    half = _alpha(EagerBackend(_model("lite", dtype), dtype), x)
+    agreement = alpha_agreement(reference, half)
+    assert agreement.mean_iou >= 0.99, agreement
+
+
+def test_compile_backend_agrees_with_eager_on_demo() -> None:
+    spec = BackendSpec(variant="demo", input_size=get_variant("demo").input_size, device=CUDA, batch_sizes=(1, 2))
+    x = _inputs(2, spec.input_size)
+    reference = _alpha(EagerBackend(_model("demo")), x)
+    compiled = CompiledBackend.build(_model("demo"), spec)
+    agreement = alpha_agreement(reference, _alpha(compiled, x))
+    assert agreement.max_abs_alpha <= 2 / 255, agreement
+
+
+@pytest.mark.skipif(importlib.util.find_spec("torch_tensorrt") is None, reason="torch_tensorrt not installed")
+def test_tensorrt_engine_is_built_then_loaded_from_the_cache(tmp_path: Path) -> None:
+    spec = BackendSpec(variant="demo", input_size=get_variant("demo").input_size, device=CUDA, batch_sizes=(1,),
+                       engine_cache_dir=tmp_path, weights_id="deterministic")
+    first = build_backend(_model("demo"), "tensorrt", spec)
+    assert first.backend.name == "tensorrt", first.failures
+    assert len(list(tmp_path.glob("*.ep"))) == 1
+    second = build_backend(_model("demo"), "tensorrt", spec)
+    x = _inputs(1, spec.input_size)
+    agreement = alpha_agreement(_alpha(EagerBackend(_model("demo")), x),
+                                logits_to_alpha(second.backend(x)).cpu().numpy())
+    assert agreement.max_abs_alpha <= 2 / 255, agreement
+
+
+def test_float32_equivalence_on_gpu_with_tf32_off() -> None:
+    reference_dir = next((d for d in REFERENCE_CANDIDATES if (d / "lite_reference_288x416.npz").is_file()), None)
+    if reference_dir is None:
+        pytest.skip("reference data not found (shared/reference, ../shared/reference or .ref)")
+    result = reference_equivalence("lite", "288x416", reference_dir, CUDA)
+    assert result.passed, result
+
+
+def test_segmenter_on_cuda_uses_pinned_staging_and_reports_memory() -> None:
+    segmenter = Segmenter(_model("demo"), get_variant("demo"), CUDA)  # type: ignore[arg-type]
+    images = [np.full((*segmenter.input_size, 3), 90 * i, np.uint8) for i in range(3)]
+    mattes = segmenter.segment(images)
+    assert len(mattes) == 3 and segmenter._staging._buffer is not None
+    assert segmenter._staging._buffer.is_pinned()
+    assert segmenter.info().gpu_memory_free_mb is not None
