@@ -1,0 +1,309 @@
+"""Inference benchmark per variant, backend and precision (deterministic weights; speed does not depend on them).
+
+    python scripts/bench_gpu.py --variants general,lite --backends eager,compile --dtypes float32,float16
+    python scripts/bench_gpu.py --device cpu --variants demo --size 64x64 --batches 1,2,4
+
+Per configuration it prints batch-1 latency p50/p95/p99, throughput at each batch size, peak
+memory (CUDA: peak allocated; CPU: the process's peak RSS so far, which only grows) and the
+agreement with eager float32 of the same variant (mean IoU of ``alpha ≥ 0.5`` and max Δα over
+``--agreement-inputs`` inputs). With ``--equivalence`` it also runs the float32 reference case
+(lite 288×416, TF32 off) against the official float64 mask. ``--markdown PATH`` writes the table.
+
+Needs only torch, torchvision and numpy (no safetensors, OpenCV or Ray). Exit status 1 when the
+equivalence check ran and failed, else 0; configurations that fail to build are reported in the
+table, not raised.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import platform
+import resource
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from pipelines.backends import BACKEND_NAMES, BackendSpec  # noqa: E402
+from pipelines.backends.agreement import Agreement, alpha_agreement, reference_equivalence  # noqa: E402
+from pipelines.backends.selection import DEFAULT_BUILDERS  # noqa: E402
+from pipelines.model.birefnet import create_model  # noqa: E402
+from pipelines.model.deterministic import deterministic_input, deterministic_state_dict  # noqa: E402
+from pipelines.model.variants import get_variant  # noqa: E402
+from pipelines.segmenter import logits_to_alpha  # noqa: E402
+
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+_REPO = Path(__file__).resolve().parents[1]
+REFERENCE_CANDIDATES = (_REPO / "shared" / "reference", _REPO.parent / "shared" / "reference", _REPO / ".ref")
+
+
+@dataclass
+class Row:
+    """One line of the table: a (variant, backend, dtype) configuration."""
+
+    variant: str
+    size: tuple[int, int]
+    backend: str
+    dtype: str
+    latency_ms: tuple[float, float, float] | None = None
+    throughput: dict[int, str] = field(default_factory=dict)
+    peak_mb: float | None = None
+    agreement: Agreement | None = None
+    note: str = ""
+
+
+def percentile(values: list[float], q: float) -> float:
+    """The ``q``-th percentile (0–100) by linear interpolation."""
+    return float(np.percentile(np.asarray(values), q))
+
+
+def _synchronise(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(run: Callable[[], object], device: torch.device) -> float:
+    """Seconds one call takes, the device synchronised before and after."""
+    _synchronise(device)
+    start = time.perf_counter()
+    run()
+    _synchronise(device)
+    return time.perf_counter() - start
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux reports KiB
+
+
+def agreement_inputs(count: int, size: tuple[int, int]) -> torch.Tensor:
+    """``count`` distinct normalised inputs ``[count, 3, h, w]``: the reference pattern, shifted and rescaled."""
+    base = deterministic_input(*size)
+    images = [torch.roll(base, shifts=(17 * k, 29 * k), dims=(2, 3)) * (1.0 - 0.15 * k) for k in range(count)]
+    return torch.cat(images)
+
+
+def _is_out_of_memory(exc: BaseException) -> bool:
+    return isinstance(exc, torch.cuda.OutOfMemoryError) or "out of memory" in str(exc).lower()
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace, device: torch.device) -> None:
+        self.args = args
+        self.device = device
+        self._weights: dict[str, dict[str, torch.Tensor]] = {}
+        self._reference_alpha: dict[str, np.ndarray] = {}
+
+    def model(self, variant: str, dtype: torch.dtype) -> torch.nn.Module:
+        config = get_variant(variant).config
+        model = create_model(config)
+        if variant not in self._weights:
+            entries = [(key, tuple(t.shape)) for key, t in model.state_dict().items()]
+            self._weights[variant] = deterministic_state_dict(entries)
+        model.load_state_dict(self._weights[variant])
+        return model.to(self.device, dtype)
+
+    def size(self, variant: str) -> tuple[int, int]:
+        size: tuple[int, int] = self.args.size or get_variant(variant).input_size
+        return size
+
+    def alphas(self, backend: Callable[[torch.Tensor], torch.Tensor], dtype: torch.dtype,
+               inputs: torch.Tensor) -> np.ndarray:
+        out = [logits_to_alpha(backend(x[None].to(self.device, dtype))).cpu().numpy() for x in inputs]
+        return np.concatenate(out)
+
+    def reference_alpha(self, variant: str, inputs: torch.Tensor) -> np.ndarray:
+        if variant not in self._reference_alpha:
+            model = self.model(variant, torch.float32)
+            with torch.inference_mode():
+                self._reference_alpha[variant] = self.alphas(model, torch.float32, inputs)
+            del model
+            self._free()
+        return self._reference_alpha[variant]
+
+    def _free(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+
+    def run(self, variant: str, backend_name: str, dtype_name: str) -> Row:
+        size = self.size(variant)
+        row = Row(variant, size, backend_name, dtype_name)
+        dtype = DTYPES[dtype_name]
+        if self.device.type == "cpu" and dtype is not torch.float32:
+            row.note = "skipped: half precision is CPU-unsupported or slow (model-notes §3.3)"
+            return row
+        inputs = agreement_inputs(self.args.agreement_inputs, size)
+        reference = self.reference_alpha(variant, inputs)
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+        spec = BackendSpec(variant=variant, input_size=size, device=self.device, dtype=dtype,
+                           batch_sizes=tuple(self.args.batches), compile_mode=self.args.compile_mode,
+                           engine_cache_dir=self.args.engine_cache_dir, weights_id="deterministic")
+        start = time.perf_counter()
+        try:  # this backend alone: the service's fallback would only benchmark another row twice
+            backend = DEFAULT_BUILDERS[backend_name](self.model(variant, dtype), spec)
+        except Exception as exc:
+            row.note = f"unavailable: {' '.join(str(exc).split())[:160]}"
+            self._free()
+            return row
+        row.note = f"build {time.perf_counter() - start:.1f} s"
+        try:
+            row.agreement = alpha_agreement(reference, self.alphas(backend, dtype, inputs))
+            runnable = [1] if not backend.batch_sizes or 1 in backend.batch_sizes else []
+            if runnable:
+                x = torch.zeros((1, 3, *size), device=self.device, dtype=dtype)
+                for _ in range(self.args.warmup):
+                    backend(x)
+                times = [timed(lambda: backend(x), self.device) * 1000 for _ in range(self.args.latency_runs)]
+                row.latency_ms = (percentile(times, 50), percentile(times, 95), percentile(times, 99))
+            for batch in self.args.batches:
+                row.throughput[batch] = self.throughput(backend, batch, size, dtype)
+        except RuntimeError as exc:
+            if not _is_out_of_memory(exc):
+                raise
+            row.note += "; OOM"
+        row.peak_mb = peak_memory_mb(self.device)
+        self._free()
+        return row
+
+    def throughput(self, backend: Callable[[torch.Tensor], torch.Tensor], batch: int, size: tuple[int, int],
+                   dtype: torch.dtype) -> str:
+        x = torch.zeros((batch, 3, *size), device=self.device, dtype=dtype)
+        try:
+            backend(x)  # warm-up (cuDNN algorithm choice, allocator)
+            seconds = sum(timed(lambda: backend(x), self.device) for _ in range(self.args.throughput_runs))
+        except RuntimeError as exc:
+            if not _is_out_of_memory(exc):
+                raise
+            self._free()
+            return "OOM"
+        return f"{batch * self.args.throughput_runs / seconds:.1f}"
+
+
+def _fmt(value: float | None, digits: int = 1) -> str:
+    return "—" if value is None else f"{value:.{digits}f}"
+
+
+def markdown_table(rows: list[Row], batches: list[int], device: torch.device) -> str:
+    memory = "peak alloc MB" if device.type == "cuda" else "peak RSS MB"
+    header = ["variant", "input", "backend", "dtype", "b1 p50 ms", "p95", "p99",
+              *[f"img/s b{b}" for b in batches], memory, "IoU vs fp32", "max Δα", "note"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in rows:
+        p50, p95, p99 = row.latency_ms or (None, None, None)
+        cells = [row.variant, f"{row.size[1]}×{row.size[0]}", row.backend, row.dtype, _fmt(p50, 2), _fmt(p95, 2),
+                 _fmt(p99, 2), *[row.throughput.get(b, "—") for b in batches], _fmt(row.peak_mb, 0),
+                 _fmt(row.agreement.mean_iou, 4) if row.agreement else "—",
+                 _fmt(row.agreement.max_abs_alpha, 4) if row.agreement else "—", row.note]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def device_description(device: torch.device) -> str:
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+        tf32 = torch.backends.cuda.matmul.allow_tf32
+        return f"{name}, torch {torch.__version__}, CUDA {torch.version.cuda}, TF32 matmul {'on' if tf32 else 'off'}"
+    cpu = platform.processor() or platform.machine()
+    return f"CPU ({cpu}), {torch.get_num_threads()} threads, torch {torch.__version__}"
+
+
+def _csv(kind: Callable[[str], object]) -> Callable[[str], list[object]]:
+    return lambda text: [kind(part) for part in text.split(",") if part]
+
+
+def _size(text: str) -> tuple[int, int]:
+    height, _, width = text.lower().partition("x")
+    return int(height), int(width or height)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda[:N]")
+    parser.add_argument("--variants", type=_csv(str), default=["general", "lite"])
+    parser.add_argument("--backends", type=_csv(str), default=["eager", "compile", "tensorrt"])
+    parser.add_argument("--dtypes", type=_csv(str), default=["float32", "float16", "bfloat16"])
+    parser.add_argument("--batches", type=_csv(int), default=[1, 2, 4, 8, 16],
+                        help="throughput batch sizes; also the sizes compiled backends are built for")
+    parser.add_argument("--size", type=_size, default=None, help="input HxW instead of the variant's (e.g. 64x64)")
+    parser.add_argument("--latency-runs", type=int, default=50)
+    parser.add_argument("--throughput-runs", type=int, default=5)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--agreement-inputs", type=int, default=4)
+    parser.add_argument("--compile-mode", default="default")
+    parser.add_argument("--engine-cache-dir", type=Path, default=Path("/tmp/birefnet-engines"))
+    parser.add_argument("--tf32", action="store_true", help="allow TF32 matmuls/convolutions for float32 runs")
+    parser.add_argument("--equivalence", action="store_true", help="run the lite 288x416 float32 reference case")
+    parser.add_argument("--reference-dir", type=Path, default=None)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads on CPU")
+    parser.add_argument("--time-budget-s", type=float, default=None,
+                        help="skip the remaining configurations once this many seconds have passed")
+    parser.add_argument("--markdown", type=Path, default=None, help="append the table to this file")
+    args = parser.parse_args(argv)
+    for name in args.backends:
+        if name not in BACKEND_NAMES:
+            parser.error(f"unknown backend {name!r}; use {', '.join(BACKEND_NAMES)}")
+    for name in args.dtypes:
+        if name not in DTYPES:
+            parser.error(f"unknown dtype {name!r}; use {', '.join(DTYPES)}")
+    args.batches = sorted(set(args.batches))
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    requested = "cuda" if args.device == "auto" and torch.cuda.is_available() else args.device
+    device = torch.device("cpu" if requested == "auto" else requested)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = args.tf32
+    bench = Bench(args, device)
+    started = time.perf_counter()
+    rows: list[Row] = []
+    for variant in args.variants:
+        for backend in args.backends:
+            for dtype in args.dtypes:
+                if args.time_budget_s is not None and time.perf_counter() - started > args.time_budget_s:
+                    rows.append(Row(variant, bench.size(variant), backend, dtype, note="skipped: time budget"))
+                    continue
+                row = bench.run(variant, backend, dtype)
+                rows.append(row)
+                print(markdown_table([row], args.batches, device).splitlines()[-1], flush=True)
+
+    lines = [f"### bench_gpu.py — {device_description(device)}", "",
+             f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC; "
+             f"`{' '.join(sys.argv[1:]) if argv is None else ' '.join(argv)}`", "",
+             markdown_table(rows, args.batches, device), ""]
+    status = 0
+    if args.equivalence:
+        reference_dir = args.reference_dir or next(
+            (d for d in REFERENCE_CANDIDATES if (d / "lite_reference_288x416.npz").is_file()), None)
+        if reference_dir is None:
+            lines.append("Equivalence (lite 288×416, float32): skipped — reference data not found.")
+        else:
+            result = reference_equivalence("lite", "288x416", reference_dir, device)
+            verdict = "PASS" if result.passed else "FAIL"
+            lines.append(f"Equivalence (lite 288×416, float32, TF32 off, {device.type}): "
+                         f"max |Δmask| {result.max_abs_mask_diff:.3e}, mean {result.mean_abs_mask_diff:.3e} "
+                         f"(tolerance 2e-5 / 1e-6) {verdict}")
+            status = 0 if result.passed else 1
+    lines.append(f"Total {time.perf_counter() - started:.0f} s.")
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if args.markdown:
+        with args.markdown.open("a", encoding="utf-8") as out:
+            out.write(text + "\n")
+    return status
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
