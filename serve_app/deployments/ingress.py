@@ -51,7 +51,8 @@ from serve_app.responses import (
 logger = logging.getLogger("ray.serve")
 
 API_PREFIX = "/api/background-removal"
-_PROBE_TIMEOUT_S = 5.0
+# Probes answer within a few seconds even while Telemetry or the controller is busy starting.
+_PROBE_TIMEOUT_S = 2.0
 
 
 class ProcessingInfoModel(BaseModel):

@@ -1,0 +1,618 @@
+"""The whole graph over real HTTP on 127.0.0.1, against one Serve instance for the module.
+
+Two applications run side by side, deployed from config dicts the way ``serve run`` deploys a file:
+
+* ``birefnet`` at ``/``: ``configs/offline.yaml`` (demo BiRefNet) with a rate-limited test key
+  and faster model reports;
+* ``faulty`` at ``/faulty``: the same graph around a scripted segmenter (``fakes.py``) whose
+  weights appear only when the test writes them, with a 2 s deadline and a one-slot queue, so
+  timeouts, GPU memory errors, unexpected errors, back-pressure and the missing-weights → ready
+  transition happen on cue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import requests
+import yaml
+from PIL import Image
+
+from tests import imagegen
+from tests.serve_app import fakes, spec_examples
+
+pytestmark = pytest.mark.serve
+
+ROOT = Path(__file__).resolve().parents[2]
+PREFIX = "/api/background-removal"
+LIMITED_KEY = "limited-key"
+READY_TIMEOUT_S = 120.0
+
+
+@dataclass
+class Service:
+    base: str  # http://127.0.0.1:<port>
+    faulty: str  # base + /faulty
+    main_ready_seen: list[int] = field(default_factory=list)
+    faulty_before_weights: dict[str, requests.Response] = field(default_factory=dict)
+    faulty_after_weights: dict[str, requests.Response] = field(default_factory=dict)
+
+    def remove(
+        self,
+        data: bytes,
+        *,
+        base: str | None = None,
+        name: str = "portrait.jpg",
+        content_type: str = "image/jpeg",
+        headers: dict[str, str] | None = None,
+        **fields: str,
+    ) -> requests.Response:
+        files = {"image": (name, data, content_type)}
+        return requests.post(
+            f"{base or self.base}{PREFIX}/remove", files=files, data=fields, headers=headers, timeout=60
+        )
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def deploy_config(port: int, weights: Path) -> dict[str, Any]:
+    offline = yaml.safe_load((ROOT / "configs" / "offline.yaml").read_text())
+    main = offline["applications"][0]
+    main["args"]["inference"].update(report_interval_s=1, reload_interval_s=1)
+    main["args"]["rate_limit"] = {
+        "enabled": True,
+        "default_tier": "free",
+        "tiers": {"free": [{"limit": 100000, "period_s": 60}], "tiny": [{"limit": 3, "period_s": 60}]},
+        "api_keys": {LIMITED_KEY: "tiny"},
+    }
+    main["deployments"].append({"name": "RateLimiter", "num_replicas": 1, "ray_actor_options": {"num_cpus": 0.05}})
+    sliver = {"num_replicas": 1, "ray_actor_options": {"num_cpus": 0.05}}
+    faulty = {
+        "name": "faulty",
+        "route_prefix": "/faulty",
+        "import_path": "serve_app.app:build_app",
+        "args": {
+            "model": {
+                "variant": "demo",
+                "weights": str(weights),
+                "allow_download": False,
+                "segmenter_factory": "tests.serve_app.fakes:build_fake_segmenter",
+            },
+            "ingress": {"timeout_s": 2.0, "overloaded_retry_after_s": 3},
+            "inference": {"num_cpus": 0.05, "warm_up": False, "report_interval_s": 0.5, "reload_interval_s": 0.5},
+            "rate_limit": {"enabled": False},
+        },
+        "deployments": [
+            {"name": "Ingress", **sliver},
+            {"name": "Preprocess", **sliver},
+            {
+                "name": "Inference",
+                "num_replicas": 1,
+                "max_ongoing_requests": 1,
+                "max_queued_requests": 1,
+                "user_config": {"max_batch_size": 1, "batch_wait_timeout_s": 0},
+            },
+            {"name": "Postprocess", **sliver},
+            {"name": "Telemetry", **sliver},
+        ],
+    }
+    return {
+        "http_options": {"host": "127.0.0.1", "port": port, "request_timeout_s": 60},
+        "logging_config": {"log_level": "WARNING", "enable_access_log": False},
+        "applications": [main, faulty],
+    }
+
+
+def poll(check: Callable[[], bool], timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.25)
+    raise TimeoutError(f"{what} did not happen within {timeout_s:g}s")
+
+
+def get_status(url: str) -> int:
+    try:
+        return requests.get(url, timeout=10).status_code
+    except requests.RequestException:  # refused while Serve starts, or slow under load
+        return 0
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+    # Token auth would write ~/.ray/auth_token and switch later CLI use on this machine to token
+    # mode; this cluster is in-process and bound to 127.0.0.1, so it runs without.
+    saved = {name: os.environ.get(name) for name in ("RAY_AUTH_MODE", "PYTHONPATH")}
+    os.environ["RAY_AUTH_MODE"] = "disabled"
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), saved["PYTHONPATH"]]))
+    import ray
+    from ray import serve
+    from ray.serve.context import _get_global_client
+    from ray.serve.schema import ServeDeploySchema
+
+    weights = tmp_path_factory.mktemp("weights") / "fake-birefnet.safetensors"
+    port = free_port()
+    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False, namespace="serve")
+    try:
+        serve.start(http_options={"host": "127.0.0.1", "port": port, "request_timeout_s": 60})
+        config = ServeDeploySchema.model_validate(deploy_config(port, weights))
+        # What `serve run <config>` does: a config deploy, so the YAML's deployments: apply.
+        _get_global_client().deploy_apps(config, _blocking=False)
+        service = Service(base=f"http://127.0.0.1:{port}", faulty=f"http://127.0.0.1:{port}/faulty")
+
+        def main_ready() -> bool:
+            service.main_ready_seen.append(get_status(f"{service.base}{PREFIX}/ready"))
+            return service.main_ready_seen[-1] == 200
+
+        def faulty_reports_missing_weights() -> bool:
+            try:
+                response = requests.get(f"{service.faulty}{PREFIX}/health", timeout=10)
+            except requests.RequestException:
+                return False
+            is_json = response.headers.get("content-type") == "application/json"
+            return is_json and response.json().get("error") == "Model checkpoint not found"
+
+        poll(faulty_reports_missing_weights, READY_TIMEOUT_S, "faulty app reporting missing weights")
+        for endpoint in ("health", "ready"):
+            service.faulty_before_weights[endpoint] = requests.get(f"{service.faulty}{PREFIX}/{endpoint}", timeout=10)
+        service.faulty_before_weights["remove"] = service.remove(flat_jpeg((128, 128, 128)), base=service.faulty)
+        weights.write_bytes(b"weights")
+        poll(lambda: get_status(f"{service.faulty}{PREFIX}/ready") == 200, 30, "faulty app ready after weights")
+        for endpoint in ("health", "ready"):
+            service.faulty_after_weights[endpoint] = requests.get(f"{service.faulty}{PREFIX}/{endpoint}", timeout=10)
+        poll(main_ready, READY_TIMEOUT_S, "main app ready")
+        yield service
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+# -- images -------------------------------------------------------------------------------------
+
+
+def flat_jpeg(colour: tuple[int, int, int], size: tuple[int, int] = (96, 128)) -> bytes:
+    return imagegen.jpeg_bytes(np.full((*size, 3), colour, np.uint8), quality=95)
+
+
+@pytest.fixture(scope="module")
+def portrait_1080p() -> bytes:
+    return imagegen.jpeg_bytes(imagegen.photo_like_rgb(1920, 1080, seed=7))
+
+
+@pytest.fixture(scope="module")
+def small_photo() -> np.ndarray:
+    return imagegen.photo_like_rgb(320, 240, seed=3)
+
+
+def decode_png(data: bytes) -> np.ndarray:
+    with Image.open(io.BytesIO(data)) as image:
+        assert image.format == "PNG" and image.mode == "RGBA"
+        return np.asarray(image)
+
+
+def error_body(response: requests.Response, status: int, error_code: str) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    body: dict[str, Any] = response.json()
+    assert body["error_code"] == error_code
+    assert isinstance(body["detail"], str) and body["detail"]
+    return body
+
+
+# -- POST /remove: results ------------------------------------------------------------------------
+
+
+def test_remove_returns_a_png_with_the_spec_headers(service: Service, portrait_1080p: bytes) -> None:
+    response = service.remove(portrait_1080p, smoothing="true")
+    assert response.status_code == 200, response.text
+    assert response.headers["Content-Type"] == "image/png"
+    assert re.fullmatch(
+        r'attachment; filename="portrait_nobg_\d{8}_\d{6}\.png"; .*', response.headers["Content-Disposition"]
+    )
+    assert float(response.headers["X-Processing-Time-Ms"]) > 0
+    assert response.headers["X-Original-Size"] == "1920x1080"
+    assert response.headers["X-Model-Version"] == "BiRefNet-demo"
+    assert response.headers["X-Subject-Found"] in {"true", "false"}
+    assert int(response.headers["Content-Length"]) == len(response.content)
+    assert decode_png(response.content).shape == (1080, 1920, 4)
+
+
+def test_remove_returns_base64_json(service: Service, small_photo: np.ndarray) -> None:
+    response = service.remove(
+        imagegen.png_bytes(small_photo),
+        name="cat.png",
+        content_type="image/png",
+        return_base64="true",
+        smoothing="false",
+    )
+    assert response.status_code == 200
+    body = response.json()
+    assert body["success"] is True
+    prefix = "data:image/png;base64,"
+    assert body["processed_image"].startswith(prefix)
+    assert decode_png(base64.b64decode(body["processed_image"][len(prefix) :])).shape == (240, 320, 4)
+    info = body["processing_info"]
+    assert info["original_size"] == info["output_size"] == "320x240"
+    assert info["background_removed"] is True and info["edge_smoothing_applied"] is False
+    assert info["model_version"] == "BiRefNet-demo" and info["tensorrt_enabled"] is False
+    assert info["processing_time_ms"] > 0
+
+
+def test_smoothing_changes_the_alpha_edges(service: Service, small_photo: np.ndarray) -> None:
+    upload = imagegen.png_bytes(small_photo)
+    smooth = decode_png(service.remove(upload, content_type="image/png", smoothing="true").content)
+    sharp = decode_png(service.remove(upload, content_type="image/png", smoothing="false").content)
+    assert np.array_equal(smooth[..., :3], sharp[..., :3])
+    assert not np.array_equal(smooth[..., 3], sharp[..., 3])
+
+
+@pytest.mark.parametrize("encode", [imagegen.webp_bytes, imagegen.bmp_bytes], ids=["webp", "bmp"])
+def test_remove_accepts_every_supported_format(
+    service: Service, small_photo: np.ndarray, encode: Callable[[np.ndarray], bytes]
+) -> None:
+    response = service.remove(encode(small_photo), name="photo.bin", content_type="application/octet-stream")
+    assert response.status_code == 200, response.text
+
+
+def test_animated_upload_uses_the_first_frame_and_says_so(service: Service, small_photo: np.ndarray) -> None:
+    animated = imagegen.animated_bytes([small_photo, small_photo[::-1].copy()], "WEBP")
+    response = service.remove(animated, name="anim.webp", content_type="image/webp")
+    assert response.status_code == 200, response.text
+    assert response.headers["X-First-Frame-Only"] == "true"
+
+
+# -- POST /remove: errors -------------------------------------------------------------------------
+
+
+def test_unsupported_format_is_400_invalid_format(service: Service) -> None:
+    body = error_body(
+        service.remove(imagegen.minimal_pdf(), name="doc.pdf", content_type="application/pdf"), 400, "INVALID_FORMAT"
+    )
+    assert body["supported_formats"] == ["JPEG", "PNG", "WEBP", "BMP"]
+    assert body["received_format"]
+
+
+def test_truncated_image_is_400_corrupt_image(service: Service, portrait_1080p: bytes) -> None:
+    error_body(service.remove(imagegen.truncated(portrait_1080p, 0.3)), 400, "CORRUPT_IMAGE")
+
+
+def test_tiny_image_is_400_image_too_small(service: Service) -> None:
+    error_body(service.remove(flat_jpeg((90, 90, 90), (32, 32))), 400, "IMAGE_TOO_SMALL")
+
+
+def test_oversized_dimensions_are_400_image_too_large(service: Service) -> None:
+    noise = np.random.default_rng(0).integers(0, 256, (80, 7700, 3), dtype=np.uint8)
+    body = error_body(service.remove(imagegen.png_bytes(noise), content_type="image/png"), 400, "IMAGE_TOO_LARGE")
+    assert body["width"] == 7700
+
+
+def test_decompression_bomb_is_400_image_bomb(service: Service) -> None:
+    body = error_body(service.remove(imagegen.bomb_png(), name="bomb.png", content_type="image/png"), 400, "IMAGE_BOMB")
+    assert {"file_size_bytes", "decompressed_size_bytes", "ratio"} <= set(body)
+    assert body["ratio"] > 1000
+
+
+def test_upload_over_10_mb_is_413_before_the_body_is_read(service: Service) -> None:
+    big = b"\xff\xd8\xff" + os.urandom(12 * 1024 * 1024)
+    started = time.monotonic()
+    body = error_body(service.remove(big), 413, "FILE_TOO_LARGE")
+    assert body["max_size_mb"] == 10 and body["file_size_mb"] >= 12
+    assert time.monotonic() - started < 10
+
+
+def test_chunked_upload_over_10_mb_is_413(service: Service) -> None:
+    def chunks() -> Iterator[bytes]:
+        yield b'--b\r\nContent-Disposition: form-data; name="image"; filename="x.jpg"\r\n\r\n\xff\xd8\xff'
+        for _ in range(11):
+            yield b"\0" * (1024 * 1024)
+        yield b"\r\n--b--\r\n"
+
+    response = requests.post(
+        f"{service.base}{PREFIX}/remove",
+        data=chunks(),
+        timeout=60,
+        headers={"Content-Type": "multipart/form-data; boundary=b"},
+    )
+    error_body(response, 413, "FILE_TOO_LARGE")
+
+
+@pytest.mark.parametrize(
+    ("send", "detail"),
+    [
+        (
+            lambda url: requests.post(url, data={"smoothing": "true"}, files={"other": ("a", b"x")}, timeout=30),
+            "Missing form field 'image'",
+        ),
+        (
+            lambda url: requests.post(url, files=[("image", ("a.png", b"x")), ("image", ("b.png", b"y"))], timeout=30),
+            "must appear once",
+        ),
+        (lambda url: requests.post(url, json={"image": "x"}, timeout=30), "multipart/form-data"),
+        (lambda url: requests.post(url, timeout=30), "multipart/form-data"),
+        (
+            lambda url: requests.post(url, files={"image": ("a.png", b"x")}, data={"smoothing": "maybe"}, timeout=30),
+            "smoothing",
+        ),
+    ],
+    ids=["missing", "duplicated", "json", "empty", "bad-flag"],
+)
+def test_malformed_forms_are_400_invalid_request(
+    service: Service, send: Callable[[str], requests.Response], detail: str
+) -> None:
+    body = error_body(send(f"{service.base}{PREFIX}/remove"), 400, "INVALID_REQUEST")
+    assert detail in body["detail"]
+
+
+def test_rate_limit_is_429_with_the_spec_fields_and_headers(service: Service) -> None:
+    headers = {"X-API-Key": LIMITED_KEY}
+    url = f"{service.base}{PREFIX}/remove"
+    admitted = [requests.post(url, files={"other": ("a", b"x")}, headers=headers, timeout=30) for _ in range(3)]
+    assert [r.status_code for r in admitted] == [400, 400, 400]  # counted, then refused for the form
+    assert [r.headers["X-RateLimit-Remaining"] for r in admitted] == ["2", "1", "0"]
+    assert all(r.headers["X-RateLimit-Limit"] == "3" for r in admitted)
+    refused = requests.post(url, files={"other": ("a", b"x")}, headers=headers, timeout=30)
+    body = error_body(refused, 429, "RATE_LIMIT_EXCEEDED")
+    assert body["detail"] == "Rate limit exceeded: 3 requests per minute"
+    assert body["requests_remaining"] == 0 and 1 <= body["retry_after_seconds"] <= 60
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", body["limit_reset_at"])
+    assert refused.headers["Retry-After"] == str(body["retry_after_seconds"])
+    assert refused.headers["X-RateLimit-Remaining"] == "0"
+    assert int(refused.headers["X-RateLimit-Reset"]) > time.time()
+    # Other clients (no key, or an unknown key: both counted by address) are unaffected.
+    other = requests.post(url, files={"other": ("a", b"x")}, headers={"X-API-Key": "made-up"}, timeout=30)
+    assert other.status_code == 400
+
+
+# -- faulty app: failures on cue ------------------------------------------------------------------
+
+
+@pytest.fixture
+def faulty_idle(service: Service) -> Service:
+    """Wait until the scripted segmenter has finished earlier slow requests."""
+    poll(
+        lambda: service.remove(flat_jpeg((128, 128, 128)), base=service.faulty).status_code == 200,
+        30,
+        "faulty app idle",
+    )
+    return service
+
+
+def test_gpu_memory_exhaustion_is_503_with_retry_after(faulty_idle: Service) -> None:
+    response = faulty_idle.remove(flat_jpeg((0, 0, 255)), base=faulty_idle.faulty)
+    body = error_body(response, 503, "GPU_MEMORY_EXHAUSTED")
+    assert body["gpu_memory_required_mb"] == 1200 and body["gpu_memory_available_mb"] == 847
+    assert body["suggested_action"] == "Retry in 30 seconds" and body["retry_after"] == 30
+    assert response.headers["Retry-After"] == "30"
+
+
+def test_unexpected_error_is_a_generic_500(faulty_idle: Service) -> None:
+    response = faulty_idle.remove(flat_jpeg((0, 255, 0)), base=faulty_idle.faulty)
+    body = error_body(response, 500, "INFERENCE_ERROR")
+    assert body == {"detail": "Model inference failed", "error_code": "INFERENCE_ERROR"}
+    assert "secret" not in response.text and "CUDA" not in response.text
+
+
+def test_slow_processing_is_504_processing_timeout(faulty_idle: Service) -> None:
+    body = error_body(faulty_idle.remove(flat_jpeg((255, 0, 0)), base=faulty_idle.faulty), 504, "PROCESSING_TIMEOUT")
+    assert body["detail"] == "Processing timeout exceeded 2 seconds"
+    assert 2.0 <= body["elapsed_seconds"] < fakes.SLOW_S
+    assert body["suggested_action"]
+
+
+def test_full_queue_is_503_service_overloaded(faulty_idle: Service) -> None:
+    upload = flat_jpeg((255, 0, 0))
+
+    def send(_: int) -> requests.Response:
+        return faulty_idle.remove(upload, base=faulty_idle.faulty)
+
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        running = pool.submit(send, 0)  # occupies Inference (max_ongoing_requests: 1)
+        time.sleep(0.4)
+        queued = pool.submit(send, 1)  # fills its queue (max_queued_requests: 1)
+        time.sleep(0.4)
+        extra = list(pool.map(send, range(4)))
+        earlier = [running.result(), queued.result()]
+    overloaded = [r for r in extra if r.status_code == 503]
+    assert overloaded, [r.status_code for r in extra]
+    assert {r.json()["error_code"] for r in overloaded} == {"SERVICE_OVERLOADED"}
+    assert all(r.headers["Retry-After"] == "3" for r in overloaded)
+    assert {r.status_code for r in earlier + extra} <= {503, 504}
+
+
+def test_missing_weights_then_ready(service: Service) -> None:
+    before, after = service.faulty_before_weights, service.faulty_after_weights
+    assert before["health"].status_code == 503
+    assert before["health"].json()["status"] == "unhealthy"
+    assert before["health"].json()["error"] == "Model checkpoint not found"
+    assert "fake-birefnet.safetensors missing" in before["health"].json()["detail"]
+    assert before["ready"].status_code == 503 and before["ready"].json()["ready"] is False
+    assert before["ready"].headers["Retry-After"] == "5"
+    error_body(before["remove"], 503, "MODEL_NOT_READY")
+    assert after["ready"].status_code == 200 and after["ready"].json()["ready"] is True
+    assert after["health"].status_code == 200 and after["health"].json()["model"] == "BiRefNet-fake"
+
+
+# -- probes, docs, handle ------------------------------------------------------------------------
+
+
+def test_health_reports_every_spec_field(service: Service, small_photo: np.ndarray) -> None:
+    assert service.remove(imagegen.png_bytes(small_photo), content_type="image/png").status_code == 200
+
+    def counted() -> bool:
+        body = requests.get(f"{service.base}{PREFIX}/health", timeout=10).json()
+        return bool(body["performance_metrics"]["requests_last_hour"] > 0)
+
+    poll(counted, 10, "a request in performance_metrics")
+    response = requests.get(f"{service.base}{PREFIX}/health", timeout=10)
+    assert response.status_code == 200
+    body = response.json()
+    assert body["status"] == "degraded"  # CPU
+    assert body["service"] == "BiRefNet Background Removal" and body["version"] == "1.0.0"
+    assert body["model"] == "BiRefNet-demo" and body["device"] == "cpu"
+    assert body["tensorrt_enabled"] is False and body["gpu_memory_free_mb"] is None
+    assert set(body["model_files_status"]) == {"checkpoint", "config", "tensorrt_engine"}
+    metrics = body["performance_metrics"]
+    assert set(metrics) == {"avg_latency_ms", "p95_latency_ms", "p99_latency_ms", "requests_last_hour"}
+    assert 0 < metrics["avg_latency_ms"] <= metrics["p99_latency_ms"]
+
+
+def test_ready_went_from_unavailable_to_200(service: Service) -> None:
+    assert service.main_ready_seen[-1] == 200
+    # Before 200 the route is missing (404), refused (0) or the model not ready (503).
+    assert set(service.main_ready_seen[:-1]) <= {0, 404, 503}
+    response = requests.get(f"{service.base}{PREFIX}/ready", timeout=10)
+    assert response.json() == {"ready": True, "model_replicas": 1}
+
+
+def test_openapi_docs_describe_the_form(service: Service) -> None:
+    assert requests.get(f"{service.base}/docs", timeout=10).status_code == 200
+    schema = requests.get(f"{service.base}/openapi.json", timeout=10).json()
+    remove = schema["paths"][f"{PREFIX}/remove"]["post"]
+    form = remove["requestBody"]["content"]["multipart/form-data"]["schema"]
+    assert form["required"] == ["image"] and set(form["properties"]) == {"image", "smoothing", "return_base64"}
+    assert {"200", "400", "413", "429", "500", "503", "504"} <= set(remove["responses"])
+    assert f"{PREFIX}/health" in schema["paths"] and f"{PREFIX}/ready" in schema["paths"]
+
+
+def test_python_handle_returns_a_typed_result(service: Service, small_photo: np.ndarray) -> None:
+    from ray import serve
+
+    from pipelines.errors import BackgroundRemovalError, InvalidFormatError
+    from serve_app.records import RemovalResult
+
+    handle = serve.get_app_handle("birefnet")
+    result = handle.remove_background.remote(
+        imagegen.png_bytes(small_photo), smoothing=True, filename="cat.png"
+    ).result(timeout_s=60)
+    assert isinstance(result, RemovalResult)
+    assert decode_png(result.png).shape == (240, 320, 4)
+    assert re.fullmatch(r"cat_nobg_\d{8}_\d{6}\.png", result.filename)
+    assert result.processing_info.model_version == "BiRefNet-demo"
+    assert result.processing_info.edge_smoothing_applied is True
+    with pytest.raises(InvalidFormatError) as caught:
+        handle.remove_background.remote(b"not an image at all").result(timeout_s=60)
+    original = caught.value.cause  # type: ignore[attr-defined]  # Ray's wrapper keeps the replica's error
+    assert isinstance(original, BackgroundRemovalError)
+    assert original.to_body()["error_code"] == "INVALID_FORMAT"
+
+
+# -- the spec's own client examples (§7.1, §7.3) ---------------------------------------------------
+
+
+@pytest.fixture
+def portrait_file(tmp_path: Path, portrait_1080p: bytes) -> Path:
+    path = tmp_path / "portrait.jpg"
+    path.write_bytes(portrait_1080p)
+    return path
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
+def test_spec_curl_examples(service: Service, portrait_file: Path) -> None:
+    url = f"{service.base}{PREFIX}"
+    subprocess.run(
+        [
+            "curl",
+            "-sS",
+            "-f",
+            "-X",
+            "POST",
+            f"{url}/remove",
+            "-F",
+            "image=@portrait.jpg",
+            "-F",
+            "smoothing=true",
+            "-o",
+            "output_nobg.png",
+        ],
+        cwd=portrait_file.parent,
+        check=True,
+        timeout=60,
+    )
+    assert decode_png((portrait_file.parent / "output_nobg.png").read_bytes()).shape == (1080, 1920, 4)
+    timed = subprocess.run(
+        [
+            "curl",
+            "-sS",
+            "-f",
+            "-X",
+            "POST",
+            f"{url}/remove",
+            "-F",
+            "image=@portrait.jpg",
+            "--output",
+            "my_custom_output.png",
+            "-w",
+            "Processing time: %{time_total}s\n",
+        ],
+        cwd=portrait_file.parent,
+        check=True,
+        timeout=60,
+        capture_output=True,
+        text=True,
+    )
+    assert timed.stdout.startswith("Processing time: ")
+    health = subprocess.run(
+        ["curl", "-sS", "-X", "GET", f"{url}/health"], check=True, timeout=30, capture_output=True, text=True
+    )
+    assert json.loads(health.stdout)["service"] == "BiRefNet Background Removal"
+
+
+@pytest.fixture
+def spec_client(service: Service, monkeypatch: pytest.MonkeyPatch) -> Any:
+    monkeypatch.setattr(spec_examples, "API_URL", service.base)
+    return spec_examples
+
+
+def test_spec_standalone_script(spec_client: Any, portrait_file: Path) -> None:
+    output = portrait_file.parent / "portrait_nobg.png"
+    result = spec_client.remove_background(image_path=str(portrait_file), output_path=str(output))
+    assert result["original_size"] == "1920x1080" and result["model_version"] == "BiRefNet-demo"
+    assert result["processing_time_ms"] > 0 and result["file_size_bytes"] == output.stat().st_size
+
+
+def test_spec_d_id_integration(spec_client: Any, portrait_file: Path) -> None:
+    video_url = spec_client.create_video_with_transparent_background(
+        image_path=str(portrait_file), audio_path="speech.mp3", text="Hello", did_api_key="unused"
+    )
+    assert video_url is None  # the spec's D-ID call is a placeholder
+    assert decode_png(portrait_file.with_suffix(".nobg.png").read_bytes()).shape == (1080, 1920, 4)
+
+
+def test_spec_aiohttp_batch_script(spec_client: Any, tmp_path: Path) -> None:
+    image_dir = tmp_path / "portraits"
+    image_dir.mkdir()
+    for seed in range(5):
+        (image_dir / f"p{seed}.jpg").write_bytes(imagegen.jpeg_bytes(imagegen.photo_like_rgb(400, 300, seed=seed)))
+    image_paths = sorted(image_dir.glob("*.jpg"))
+    results = asyncio.run(
+        spec_client.batch_remove_backgrounds(
+            image_paths=[str(p) for p in image_paths], output_dir=str(tmp_path / "portraits_nobg"), max_concurrent=3
+        )
+    )
+    assert [(name, ok) for name, ok, _ in results] == [(p.name, True) for p in image_paths]
+    assert len(list((tmp_path / "portraits_nobg").glob("*_nobg.png"))) == 5
