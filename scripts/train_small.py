@@ -87,13 +87,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--val-size", type=int, default=48)
     parser.add_argument("--eval-every", type=int, default=50)
     parser.add_argument("--max-minutes", type=float, default=30.0, help="stop early (and save) after this")
+    parser.add_argument("--init", type=Path, default=None, help="start from these weights (fine-tune)")
     parser.add_argument("--out", type=Path, default=Path("pipelines/model/assets/birefnet-demo.safetensors"))
     args = parser.parse_args(argv)
 
     torch.manual_seed(args.seed)
     torch.set_num_threads(args.threads)
     variant = get_variant(args.variant)
-    model = create_model(variant.config).train()
+    model = create_model(variant.config)
+    if args.init is not None:
+        from pipelines.model.checkpoint import load_checkpoint
+
+        load_checkpoint(model, args.init)
+        tqdm.write(f"starting from {args.init}")
+    model.train()
     mean = torch.tensor(variant.mean).view(1, 3, 1, 1) * 255
     std = torch.tensor(variant.std).view(1, 3, 1, 1) * 255
     val = [make_batch(list(range(VALIDATION_SEED + i, VALIDATION_SEED + i + 8)), variant.input_size, mean, std)
@@ -148,6 +155,7 @@ def main(argv: list[str] | None = None) -> int:
         "batch": args.batch,
         "training_images": steps_done * args.batch,
         "seed": args.seed,
+        "init": str(args.init) if args.init else None,
         "val_iou": best_iou,
         "val_images": args.val_size,
         "minutes": (time.monotonic() - start) / 60,
