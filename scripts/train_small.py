@@ -27,7 +27,7 @@ from tqdm import tqdm
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pipelines.model import create_model  # noqa: E402
-from pipelines.model.variants import get_variant  # noqa: E402
+from pipelines.model.variants import Variant, get_variant  # noqa: E402
 from pipelines.preprocess import resize_for_model  # noqa: E402
 from pipelines.synthetic import generate_scene, random_size  # noqa: E402
 
@@ -138,11 +138,18 @@ def main(argv: list[str] | None = None) -> int:
                             "minutes": (time.monotonic() - start) / 60})
             tqdm.write(f"step {steps_done}: val_iou={iou:.4f} loss={running:.4f}")
             best_iou = iou
+            save(model, variant, args, steps_done, best_iou, history, start)
         if out_of_time:
             tqdm.write(f"time budget of {args.max_minutes} min reached at step {steps_done}")
             break
 
-    model.eval()
+    save(model, variant, args, steps_done, best_iou, history, start)
+    return 0
+
+
+def save(model: torch.nn.Module, variant: Variant, args: argparse.Namespace, steps_done: int, best_iou: float,
+         history: list[dict[str, float]], start: float) -> None:
+    """Write float16 weights and their metadata (called at every evaluation, so a stop loses little)."""
     metadata = {
         "variant": variant.name,
         "config": {"embed_dim": variant.config.backbone.embed_dim, "depths": variant.config.backbone.depths,
@@ -169,8 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     save_file(state, str(args.out), metadata={"birefnet": json.dumps(metadata)})
     args.out.with_suffix(".json").write_text(json.dumps(metadata, indent=2) + "\n")
     size_mb = args.out.stat().st_size / 1e6
-    print(f"saved {args.out} ({size_mb:.1f} MB) steps={steps_done} val_iou={best_iou:.4f}")
-    return 0
+    tqdm.write(f"saved {args.out} ({size_mb:.1f} MB) steps={steps_done} val_iou={best_iou:.4f}")
 
 
 if __name__ == "__main__":
