@@ -14,6 +14,14 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+# Seed ranges: training uses seed·10⁷ + step·batch + i (seed 0…4), validation during training starts
+# at 5·10⁷, held-out evaluation at 7·10⁷, so the three never overlap.
+VALIDATION_SEED = 50_000_000
+EVALUATION_SEED = 70_000_000
+
+_UPLOAD_FORMATS = ("JPEG", "PNG", "WEBP", "JPEG", "BMP")
+_ORIENTATIONS = (1, 1, 6, 1, 3, 8)
+
 
 @dataclass(frozen=True)
 class Scene:
@@ -191,3 +199,21 @@ def encode_scene(rgb: np.ndarray, image_format: str = "JPEG", orientation: int =
         kwargs["lossless"] = True
     image.save(buffer, format=image_format, **kwargs)
     return buffer.getvalue()
+
+
+def held_out_uploads(count: int, first_seed: int = EVALUATION_SEED) -> list[tuple[str, bytes, np.ndarray]]:
+    """``(file name, upload bytes, ground-truth alpha)`` for held-out scenes never used in training.
+
+    Sizes and aspect ratios vary (:func:`random_size`), formats cycle through JPEG, PNG, WebP and
+    BMP, JPEG/WebP uploads carry EXIF orientations 1, 3, 6 and 8, and about 6 % have no subject.
+    The alpha is in display orientation, as the service's output is.
+    """
+    cases = []
+    for i in range(count):
+        seed = first_seed + i
+        scene = generate_scene(seed, random_size(seed), empty_probability=0.06)
+        image_format = _UPLOAD_FORMATS[i % len(_UPLOAD_FORMATS)]
+        orientation = _ORIENTATIONS[i % len(_ORIENTATIONS)] if image_format in ("JPEG", "WEBP") else 1
+        data = encode_scene(scene.rgb, image_format, orientation)
+        cases.append((f"scene-{seed}.{image_format.lower()}", data, scene.alpha))
+    return cases

@@ -26,24 +26,10 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pipelines.quality import QualityScores  # noqa: E402
-from pipelines.synthetic import encode_scene, generate_scene, random_size  # noqa: E402
+from pipelines.synthetic import held_out_uploads  # noqa: E402
 
-EVALUATION_SEED = 70_000_000  # disjoint from training (< 10⁷·seed + steps) and validation (5·10⁷)
 API_PATH = "/api/background-removal/remove"
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp"}
-_FORMATS = ("JPEG", "PNG", "WEBP", "JPEG", "BMP")
-_ORIENTATIONS = (1, 1, 6, 1, 3, 8)
-
-
-def generated_cases(count: int) -> Iterator[tuple[str, bytes, np.ndarray]]:
-    """``(name, upload bytes, ground-truth alpha)`` for held-out generated scenes."""
-    for i in range(count):
-        seed = EVALUATION_SEED + i
-        scene = generate_scene(seed, random_size(seed), empty_probability=0.06)
-        image_format = _FORMATS[i % len(_FORMATS)]
-        orientation = _ORIENTATIONS[i % len(_ORIENTATIONS)] if image_format in ("JPEG", "WEBP") else 1
-        yield f"scene-{seed}.{image_format.lower()}", encode_scene(scene.rgb, image_format, orientation), scene.alpha
-
 
 def dataset_cases(root: Path) -> Iterator[tuple[str, bytes, np.ndarray]]:
     """Image/mask pairs of a folder (DIS5K ``im``/``gt`` or ``images``/``masks``), matched by stem."""
@@ -86,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     url = args.url.rstrip("/")
     if not url.endswith("/remove"):
         url += API_PATH
-    cases = dataset_cases(args.dataset) if args.dataset else generated_cases(args.count)
+    cases = dataset_cases(args.dataset) if args.dataset else iter(held_out_uploads(args.count))
     scores: list[QualityScores] = []
     started = time.monotonic()
     for name, data, truth in cases:

@@ -29,9 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from pipelines.model import create_model  # noqa: E402
 from pipelines.model.variants import Variant, get_variant  # noqa: E402
 from pipelines.preprocess import resize_for_model  # noqa: E402
-from pipelines.synthetic import generate_scene, random_size  # noqa: E402
-
-VALIDATION_SEED = 50_000_000  # validation and evaluation scenes live far from training seeds
+from pipelines.synthetic import VALIDATION_SEED, generate_scene, random_size  # noqa: E402
 
 
 def make_batch(seeds: list[int], input_size: tuple[int, int], mean: torch.Tensor,
