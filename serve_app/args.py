@@ -35,6 +35,14 @@ class ModelArgs(_Strict):
         allow_download: allow fetching missing weights from Hugging Face.
         num_threads: torch intra-op threads per replica on CPU.
         memory_check: pre-check free GPU memory per batch (503 GPU_MEMORY_EXHAUSTED).
+        patch_order: decoder patch-channel order, ``current`` (official code) or ``legacy``
+            (pre-2024-11 code) for A/B tests with real weights.
+        backend: ``eager``, ``compile`` (torch.compile) or ``tensorrt`` (torch-tensorrt extra); an
+            unavailable one falls back along tensorrt → compile → eager, reported in /health.
+        compile_mode: torch.compile mode (``reduce-overhead`` adds CUDA graphs).
+        engine_cache_dir: TensorRT engine cache folder (None → ~/.cache/birefnet-serve/engines).
+        batch_sizes: batch sizes compiled backends are built for; keep the largest ≥ Inference's
+            ``max_batch_size`` (batches are padded to the nearest one).
         segmenter_factory: ``"module:callable"`` building the segmenter from its settings; None is
             ``pipelines.segmenter.Segmenter.from_settings``. An injection point for tests and for
             alternative backends.
@@ -47,6 +55,11 @@ class ModelArgs(_Strict):
     allow_download: bool = True
     num_threads: int | None = Field(default=None, ge=1)
     memory_check: bool = True
+    patch_order: Literal["current", "legacy"] = "current"
+    backend: Literal["eager", "compile", "tensorrt"] = "eager"
+    compile_mode: Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] = "default"
+    engine_cache_dir: str | None = None
+    batch_sizes: tuple[int, ...] = Field(default=(1, 2, 4), min_length=1)
     segmenter_factory: str | None = Field(default=None, pattern=r"^[\w.]+:[\w.]+$")
 
 
@@ -133,32 +146,58 @@ def _default_tiers() -> dict[str, tuple[RateRule, ...]]:
 class RateLimitArgs(_Strict):
     """Cluster-wide per-client rate limits (spec §6.2: 30/minute and 3/second).
 
-    A client is its API key (``X-API-Key``) when the key is listed in ``api_keys``, and its
-    address otherwise: an unknown key gets the default tier, counted against the address, so
-    inventing keys does not buy a fresh quota.
+    A client is its API key when the key is listed in the ``api_keys`` registry (its tier comes
+    from there), and its address otherwise: an unknown key gets the default tier, counted against
+    the address, so inventing keys does not buy a fresh quota.
 
     Attributes:
         enabled: off in the local configs, on in ``serve_config.yaml``.
         tiers: tier name → rules that must all hold.
-        default_tier: the tier of clients without a known key.
-        api_keys: API key → tier name.
+        default_tier: the tier of clients without a known key, and of keys listed without a tier.
     """
 
     enabled: bool = True
     tiers: dict[str, tuple[RateRule, ...]] = Field(default_factory=_default_tiers)
     default_tier: str = "free"
-    api_keys: dict[str, str] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _tiers_exist(self) -> RateLimitArgs:
         if self.default_tier not in self.tiers:
             raise ValueError(f"default_tier {self.default_tier!r} is not one of tiers {sorted(self.tiers)}")
-        unknown = {tier for tier in self.api_keys.values() if tier not in self.tiers}
-        if unknown:
-            raise ValueError(f"api_keys name unknown tiers {sorted(unknown)}; tiers are {sorted(self.tiers)}")
         empty = [name for name, rules in self.tiers.items() if not rules]
         if empty:
             raise ValueError(f"tiers {empty} have no rules")
+        return self
+
+
+class ApiKeysArgs(_Strict):
+    """The one API key registry (``X-API-Key``), for authentication and rate tiers alike.
+
+    Only SHA-256 digests are configured, never keys (``scripts/hash_api_key.py`` prints both);
+    entries from the three sources are merged. See :mod:`serve_app.api_keys` for the entry format.
+
+    Attributes:
+        required: answer ``/remove`` with 401 UNAUTHORIZED unless a listed key is sent. Off for
+            local use; the probes (``/health``, ``/ready``) and the handle API never need a key.
+        hashes: hex SHA-256 digest → tier name, inline in the config.
+        file: a file of entries, read once at deploy time (a mounted secret, for example).
+        env_var: the name of an environment variable holding entries, read once at deploy time
+            from the environment of the process that builds the app.
+    """
+
+    required: bool = False
+    hashes: dict[str, str] = Field(default_factory=dict)
+    file: str | None = None
+    env_var: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+    @model_validator(mode="after")
+    def _digests_are_hex(self) -> ApiKeysArgs:
+        bad = [digest for digest in self.hashes if len(digest) != 64 or digest.strip("0123456789abcdef")]
+        if bad:
+            raise ValueError(
+                f"api_keys.hashes must map lowercase hex SHA-256 digests to tiers ({len(bad)} entries are not "
+                "digests); hash keys with scripts/hash_api_key.py and never put a key itself in the config"
+            )
         return self
 
 
@@ -182,7 +221,18 @@ class AppArgs(_Strict):
     ingress: IngressArgs = Field(default_factory=IngressArgs)
     inference: InferenceArgs = Field(default_factory=InferenceArgs)
     rate_limit: RateLimitArgs = Field(default_factory=RateLimitArgs)
+    api_keys: ApiKeysArgs = Field(default_factory=ApiKeysArgs)
     telemetry: TelemetryArgs = Field(default_factory=TelemetryArgs)
+
+    @model_validator(mode="after")
+    def _key_tiers_exist(self) -> AppArgs:
+        unknown = {tier for tier in self.api_keys.hashes.values() if tier not in self.rate_limit.tiers}
+        if unknown:
+            raise ValueError(
+                f"api_keys.hashes name unknown tiers {sorted(unknown)}; rate_limit.tiers are "
+                f"{sorted(self.rate_limit.tiers)}"
+            )
+        return self
 
     @property
     def stale_after_s(self) -> float:

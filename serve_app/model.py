@@ -66,6 +66,11 @@ def segmenter_settings(model: ModelArgs, device: str) -> Any:
         allow_download=model.allow_download,
         num_threads=model.num_threads,
         memory_check=model.memory_check,
+        patch_order=model.patch_order,
+        backend=model.backend,
+        compile_mode=model.compile_mode,
+        engine_cache_dir=model.engine_cache_dir,
+        batch_sizes=tuple(sorted(model.batch_sizes)),
     )
 
 

@@ -1,0 +1,22 @@
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from serve_app.args import ModelArgs
+from serve_app.model import segmenter_settings
+
+
+def test_backend_settings_reach_the_segmenter() -> None:
+    args = ModelArgs(variant="lite", backend="compile", compile_mode="reduce-overhead", batch_sizes=(8, 1, 4),
+                     patch_order="legacy", dtype="float16")
+    settings = segmenter_settings(args, "cuda")
+    assert (settings.variant, settings.device, settings.dtype) == ("lite", "cuda", "float16")
+    assert settings.backend == "compile" and settings.compile_mode == "reduce-overhead"
+    assert settings.batch_sizes == (1, 4, 8)
+    assert settings.patch_order == "legacy"
+
+
+def test_unknown_backend_is_rejected_at_deploy_time() -> None:
+    with pytest.raises(ValidationError, match="backend"):
+        ModelArgs(backend="onnx")  # type: ignore[arg-type]
