@@ -8,6 +8,7 @@ validated ``args``; the module-level :data:`app` (defaults: BiRefNet-general) ex
 # No ``from __future__ import annotations`` here: Serve reads build_app's parameter annotation at
 # runtime to validate ``args`` with pydantic, and a string annotation would skip that validation.
 import logging
+import os
 from typing import cast
 
 import ray
@@ -15,6 +16,7 @@ from ray.serve import Application
 from ray.serve.deployment import Deployment
 
 from pipelines.validate import UploadLimits
+from serve_app.api_keys import ApiKeyConfigError, ApiKeyRegistry, load_key_registry, unknown_tiers
 from serve_app.args import AppArgs, InferenceArgs, UploadArgs
 from serve_app.deployments.inference import Inference
 from serve_app.deployments.ingress import Ingress
@@ -68,6 +70,16 @@ def upload_limits(args: UploadArgs) -> UploadLimits:
     )
 
 
+def key_registry(args: AppArgs) -> ApiKeyRegistry:
+    """The API key registry, read once here (the only place the environment is consulted)."""
+    registry = load_key_registry(args.api_keys, args.rate_limit.default_tier, os.environ)
+    unknown = unknown_tiers(registry, args.rate_limit.tiers)
+    if unknown:
+        tiers = sorted(args.rate_limit.tiers)
+        raise ApiKeyConfigError(f"API key entries name unknown tiers {unknown}; tiers are {tiers}")
+    return registry
+
+
 def build_app(args: AppArgs) -> Application:
     """The deployment graph for ``args`` (called by Serve with the config's validated ``args``)."""
     device = resolve_device(args.model.device, cluster_gpus())
@@ -82,7 +94,9 @@ def build_app(args: AppArgs) -> Application:
     )
     postprocess = _deployment(Postprocess).bind()
     rate_limiter = _deployment(RateLimiter).bind(args.rate_limit) if args.rate_limit.enabled else None
-    return _deployment(Ingress).bind(preprocess, inference, postprocess, telemetry, rate_limiter, limits, args.ingress)
+    return _deployment(Ingress).bind(
+        preprocess, inference, postprocess, telemetry, rate_limiter, limits, args.ingress, key_registry(args)
+    )
 
 
 def _deployment(decorated: object) -> Deployment:

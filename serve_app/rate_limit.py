@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from pipelines.errors import RateLimitExceededError
-from serve_app.args import RateLimitArgs, RateRule
+from serve_app.api_keys import KeyMatch
+from serve_app.args import RateRule
 
 _SWEEP_EVERY = 1024
 
@@ -39,11 +40,15 @@ class RateDecision:
     retry_after_s: float
 
 
-def client_identity(api_key: str | None, address: str, args: RateLimitArgs) -> tuple[str, str]:
-    """``(client key, tier)``: a known API key is its own client; everything else is its address."""
-    if api_key is not None and api_key in args.api_keys:
-        return f"key:{api_key}", args.api_keys[api_key]
-    return f"addr:{address}", args.default_tier
+def client_identity(key: KeyMatch | None, address: str, default_tier: str) -> tuple[str, str]:
+    """``(client key, tier)``: a known API key is its own client; everything else is its address.
+
+    ``key`` comes from :meth:`serve_app.api_keys.ApiKeyRegistry.authenticate`; the client key holds
+    its digest prefix, never the key itself.
+    """
+    if key is not None:
+        return f"key:{key.client_id}", key.tier
+    return f"addr:{address}", default_tier
 
 
 class SlidingWindowLimiter:

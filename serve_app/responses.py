@@ -33,6 +33,19 @@ _DEFAULT_FIELDS: dict[str, dict[str, Any]] = {
 }
 # How deep to look through Ray's wrappers (RayTaskError.cause) for the error a stage raised.
 _MAX_CAUSE_DEPTH = 8
+# Ray's and Serve's ways of saying "the replica (or its worker, node or an object it owned) is gone
+# or not reachable right now", matched by name along the class hierarchy (ActorDiedError is a
+# RayActorError) so this module stays free of Ray imports. A retry reaches a live replica.
+_REPLICA_LOST = frozenset(
+    {
+        "RayActorError",
+        "WorkerCrashedError",
+        "NodeDiedError",
+        "ObjectLostError",
+        "DeploymentUnavailableError",
+        "ReplicaUnavailableError",
+    }
+)
 
 
 def result_filename(upload_name: str | None, now: datetime) -> str:
@@ -128,18 +141,40 @@ def is_back_pressure(exc: BaseException) -> bool:
     return False
 
 
+def is_replica_lost(exc: BaseException) -> bool:
+    """Whether a stage's replica died or became unreachable while serving the request.
+
+    Looks through Ray's ``cause`` wrappers and Python's ``__cause__`` chain (Serve wraps an
+    upstream actor's death in a ``RayServeException`` raised ``from`` it).
+    """
+    current: BaseException | None = exc
+    for _ in range(_MAX_CAUSE_DEPTH):
+        if current is None:
+            return False
+        if any(kind.__name__ in _REPLICA_LOST for kind in type(current).__mro__):
+            return True
+        current = getattr(current, "cause", None) or current.__cause__
+    return False
+
+
 def to_service_error(exc: BaseException, *, retry_after_s: float = 2.0) -> BackgroundRemovalError:
     """Map anything the chain raised to the error the client sees.
 
-    Known service errors pass through; Serve's back-pressure becomes 503 SERVICE_OVERLOADED;
-    everything else becomes a generic 500 INFERENCE_ERROR and is logged with its traceback here
-    (never sent).
+    Known service errors pass through; Serve's back-pressure and a replica lost mid-request (killed,
+    crashed, its node gone) become 503 SERVICE_OVERLOADED with ``Retry-After``, since a retry
+    reaches a live or replacement replica; everything else becomes a generic 500 INFERENCE_ERROR
+    and is logged with its traceback here (never sent).
     """
     found = find_service_error(exc)
     if found is not None:
         return found
     if is_back_pressure(exc):
         return ServiceOverloadedError("The service is at capacity; retry shortly", retry_after_seconds=retry_after_s)
+    if is_replica_lost(exc):
+        logger.warning("A replica was lost while removing a background: %r", exc)
+        return ServiceOverloadedError(
+            "A processing replica became unavailable; retry shortly", retry_after_seconds=retry_after_s
+        )
     logger.error("Unexpected error while removing a background", exc_info=exc)
     return InferenceError()
 

@@ -30,6 +30,7 @@ from pipelines.errors import (
     InvalidRequestError,
 )
 from pipelines.validate import UploadLimits, check_upload
+from serve_app.api_keys import ApiKeyRegistry, KeyMatch
 from serve_app.args import IngressArgs
 from serve_app.form import RemovalForm, RemovalFormReader, check_declared_length, parse_content_length
 from serve_app.health import API_VERSION, SERVICE_NAME, Answer, assess_health, assess_readiness
@@ -111,10 +112,11 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorModel, "description": text}
     for status, text in {
         400: "INVALID_REQUEST, INVALID_FORMAT, CORRUPT_IMAGE, IMAGE_TOO_SMALL, IMAGE_TOO_LARGE, IMAGE_BOMB",
+        401: "UNAUTHORIZED (only when the deployment requires API keys: X-API-Key)",
         413: "FILE_TOO_LARGE",
         429: "RATE_LIMIT_EXCEEDED (Retry-After, X-RateLimit-* headers)",
         500: "INFERENCE_ERROR",
-        503: "GPU_MEMORY_EXHAUSTED, SERVICE_OVERLOADED, MODEL_NOT_READY (Retry-After)",
+        503: "GPU_MEMORY_EXHAUSTED, SERVICE_OVERLOADED (queue full or a replica lost), MODEL_NOT_READY (Retry-After)",
         504: "PROCESSING_TIMEOUT",
     }.items()
 }
@@ -155,7 +157,8 @@ def _elapsed_ms(started: float) -> float:
 @serve.ingress(api)
 class Ingress:
     """Args: the stage handles; rate_limiter: None when rate limiting is off; limits: upload
-    limits; settings: timeout and Retry-After."""
+    limits; settings: timeout and Retry-After; api_keys: the key registry (authentication and the
+    rate limiter's tiers)."""
 
     def __init__(
         self,
@@ -166,6 +169,7 @@ class Ingress:
         rate_limiter: DeploymentHandle | None,
         limits: UploadLimits,
         settings: IngressArgs,
+        api_keys: ApiKeyRegistry,
     ) -> None:
         self._preprocess = preprocess
         self._inference = inference
@@ -174,6 +178,7 @@ class Ingress:
         self._rate_limiter = rate_limiter
         self._limits = limits
         self._settings = settings
+        self._api_keys = api_keys
         self._app_name = serve.get_replica_context().app_name
         self._requests = RequestMetrics()
         self._latency = StageMetrics("ingress")
@@ -198,9 +203,10 @@ class Ingress:
         decision: RateDecision | None = None
         error_code: str | None = None
         try:
+            key = self._api_keys.authenticate(request.headers.get("x-api-key"))
             length = parse_content_length(request.headers.get("content-length"))
             check_declared_length(length, self._limits.max_file_bytes)
-            decision = await self._admit(request)
+            decision = await self._admit(request, key)
             form = await self._read_form(request, length)
             cutout = await self._process(form.image.data, form.image.content_type, form.options, started)
             response = self._result_response(form, cutout, started)
@@ -298,12 +304,12 @@ class Ingress:
             raise timeout_error(self._settings.timeout_s, time.perf_counter() - started) from None
         return result
 
-    async def _admit(self, request: Request) -> RateDecision | None:
+    async def _admit(self, request: Request, key: KeyMatch | None) -> RateDecision | None:
         if self._rate_limiter is None:
             return None
         address = request.client.host if request.client else "unknown"
         try:
-            decision: RateDecision = await self._rate_limiter.acquire.remote(request.headers.get("x-api-key"), address)
+            decision: RateDecision = await self._rate_limiter.acquire.remote(key, address)
         except Exception:  # fail open: a lost limiter must not take the service down
             logger.warning("RateLimiter unavailable; admitting the request", exc_info=True)
             return None

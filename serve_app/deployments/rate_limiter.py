@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from ray import serve
 
+from serve_app.api_keys import KeyMatch
 from serve_app.args import RateLimitArgs
 from serve_app.rate_limit import RateDecision, SlidingWindowLimiter, client_identity
 
@@ -19,7 +20,7 @@ class RateLimiter:
         self._limiter = SlidingWindowLimiter(args.tiers)
 
     # An async method runs on the event loop one call at a time: the windows need no lock.
-    async def acquire(self, api_key: str | None, address: str) -> RateDecision:
-        """Count one request of the client behind ``api_key`` / ``address`` if its tier allows."""
-        client, tier = client_identity(api_key, address, self._args)
+    async def acquire(self, key: KeyMatch | None, address: str) -> RateDecision:
+        """Count one request of the client behind ``key`` (a registry match) / ``address``."""
+        client, tier = client_identity(key, address, self._args.default_tier)
         return self._limiter.acquire(client, tier)

@@ -101,6 +101,6 @@ def test_unknown_keys_are_rejected_with_their_name() -> None:
 
 def test_rate_limit_tiers_must_exist() -> None:
     with pytest.raises(ValidationError, match="unknown tiers"):
-        AppArgs.model_validate({"rate_limit": {"api_keys": {"k": "platinum"}}})
+        AppArgs.model_validate({"api_keys": {"hashes": {"0" * 64: "platinum"}}})
     with pytest.raises(ValidationError, match="default_tier"):
         AppArgs.model_validate({"rate_limit": {"default_tier": "gold"}})

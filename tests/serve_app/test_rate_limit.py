@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from serve_app.args import RateLimitArgs, RateRule
+from serve_app.api_keys import ApiKeyRegistry, hash_api_key
+from serve_app.args import RateRule
 from serve_app.rate_limit import SlidingWindowLimiter, client_identity, rate_limit_error, rate_limit_headers
 
 SPEC = {"free": (RateRule(limit=30, period_s=60), RateRule(limit=3, period_s=1))}
@@ -93,14 +94,16 @@ def test_rate_limit_error_has_the_spec_fields() -> None:
 
 
 def test_known_api_key_is_its_own_client_with_its_tier() -> None:
-    args = RateLimitArgs(api_keys={"k-pro": "pro"})
-    assert client_identity("k-pro", "10.0.0.1", args) == ("key:k-pro", "pro")
+    registry = ApiKeyRegistry.from_hex({hash_api_key("k-pro"): "pro"}, required=False)
+    match = registry.lookup("k-pro")
+    assert match is not None
+    assert client_identity(match, "10.0.0.1", "free") == (f"key:{hash_api_key('k-pro')[:12]}", "pro")
 
 
 def test_unknown_api_key_is_counted_against_the_address() -> None:
-    args = RateLimitArgs(api_keys={"k-pro": "pro"})
-    assert client_identity("made-up", "10.0.0.1", args) == ("addr:10.0.0.1", "free")
-    assert client_identity(None, "10.0.0.1", args) == ("addr:10.0.0.1", "free")
+    registry = ApiKeyRegistry.from_hex({hash_api_key("k-pro"): "pro"}, required=False)
+    assert client_identity(registry.lookup("made-up"), "10.0.0.1", "free") == ("addr:10.0.0.1", "free")
+    assert client_identity(registry.lookup(None), "10.0.0.1", "free") == ("addr:10.0.0.1", "free")
 
 
 def test_rule_descriptions() -> None:
