@@ -1,13 +1,15 @@
 """One Ray Serve instance for every HTTP test module in this package (session scope).
 
-Two applications run side by side, deployed from config dicts the way ``serve run`` deploys a file:
+Three applications run side by side, deployed from config dicts the way ``serve run`` deploys a file:
 
-* ``birefnet`` at ``/``: ``configs/offline.yaml`` (demo BiRefNet) with a rate-limited test key
-  and faster model reports;
+* ``birefnet`` at ``/``: ``configs/offline.yaml`` (demo BiRefNet) with a rate-limited test key,
+  faster model reports and its replicas' ``TMPDIR`` pointed at a folder the tests watch;
 * ``faulty`` at ``/faulty``: the same graph around a scripted segmenter (``fakes.py``) whose
   weights appear only when the test writes them, with a 2 s deadline and a one-slot queue, so
   timeouts, GPU memory errors, unexpected errors, back-pressure and the missing-weights → ready
-  transition happen on cue.
+  transition happen on cue;
+* ``secured`` at ``/secured``: the scripted segmenter behind required API keys, one read from a
+  key file and one from an environment variable (both holding SHA-256 digests).
 
 Test modules take the ``service`` fixture and use ``service.base`` / ``service.remove(...)``; the
 helpers below (``PREFIX``, ``poll``, ``flat_jpeg``...) are imported from here.
@@ -28,11 +30,16 @@ import pytest
 import requests
 import yaml
 
+from serve_app.api_keys import hash_api_key
 from tests import imagegen
 
 ROOT = Path(__file__).resolve().parents[2]
 PREFIX = "/api/background-removal"
 LIMITED_KEY = "limited-key"
+# The ``secured`` app's keys: one listed in its key file, one in the environment variable it names.
+FILE_KEY = "file-key-3c1d9a"
+ENV_KEY = "env-key-77b0e2"
+KEYS_ENV_VAR = "BIREFNET_TEST_API_KEYS"
 READY_TIMEOUT_S = 120.0
 
 
@@ -40,6 +47,8 @@ READY_TIMEOUT_S = 120.0
 class Service:
     base: str  # http://127.0.0.1:<port>
     faulty: str  # base + /faulty
+    secured: str  # base + /secured: API keys required (FILE_KEY, ENV_KEY)
+    scratch: Path  # TMPDIR of the main app's replicas: must stay empty
     main_ready_seen: list[int] = field(default_factory=list)
     faulty_before_weights: dict[str, requests.Response] = field(default_factory=dict)
     faulty_after_weights: dict[str, requests.Response] = field(default_factory=dict)
@@ -66,16 +75,18 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def deploy_config(port: int, weights: Path) -> dict[str, Any]:
+def deploy_config(port: int, weights: Path, scratch: Path, key_file: Path) -> dict[str, Any]:
     offline = yaml.safe_load((ROOT / "configs" / "offline.yaml").read_text())
     main = offline["applications"][0]
+    # Python's tempfile (and anything built on it) writes under TMPDIR; the tests watch it stay empty.
+    main["runtime_env"] = {"env_vars": {"TMPDIR": str(scratch)}}
     main["args"]["inference"].update(report_interval_s=1, reload_interval_s=1)
     main["args"]["rate_limit"] = {
         "enabled": True,
         "default_tier": "free",
         "tiers": {"free": [{"limit": 100000, "period_s": 60}], "tiny": [{"limit": 3, "period_s": 60}]},
-        "api_keys": {LIMITED_KEY: "tiny"},
     }
+    main["args"]["api_keys"] = {"hashes": {hash_api_key(LIMITED_KEY): "tiny"}}
     main["deployments"].append({"name": "RateLimiter", "num_replicas": 1, "ray_actor_options": {"num_cpus": 0.05}})
     sliver = {"num_replicas": 1, "ray_actor_options": {"num_cpus": 0.05}}
     faulty = {
@@ -107,10 +118,24 @@ def deploy_config(port: int, weights: Path) -> dict[str, Any]:
             {"name": "Telemetry", **sliver},
         ],
     }
+    secured = {
+        "name": "secured",
+        "route_prefix": "/secured",
+        "import_path": "serve_app.app:build_app",
+        "args": {
+            "model": {"variant": "demo", "segmenter_factory": "tests.serve_app.fakes:build_fake_segmenter"},
+            "inference": {"num_cpus": 0.05, "warm_up": False, "report_interval_s": 1},
+            "rate_limit": {"enabled": False},
+            "api_keys": {"required": True, "file": str(key_file), "env_var": KEYS_ENV_VAR},
+        },
+        "deployments": [
+            {"name": name, **sliver} for name in ("Ingress", "Preprocess", "Inference", "Postprocess", "Telemetry")
+        ],
+    }
     return {
         "http_options": {"host": "127.0.0.1", "port": port, "request_timeout_s": 60},
         "logging_config": {"log_level": "WARNING", "enable_access_log": False},
-        "applications": [main, faulty],
+        "applications": [main, faulty, secured],
     }
 
 
@@ -134,23 +159,29 @@ def get_status(url: str) -> int:
 def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
     # Token auth would write ~/.ray/auth_token and switch later CLI use on this machine to token
     # mode; this cluster is in-process and bound to 127.0.0.1, so it runs without.
-    saved = {name: os.environ.get(name) for name in ("RAY_AUTH_MODE", "PYTHONPATH")}
+    saved = {name: os.environ.get(name) for name in ("RAY_AUTH_MODE", "PYTHONPATH", KEYS_ENV_VAR)}
     os.environ["RAY_AUTH_MODE"] = "disabled"
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), saved["PYTHONPATH"]]))
+    # Inherited by the Ray processes, among them the one that builds the apps and reads the keys.
+    os.environ[KEYS_ENV_VAR] = f"# the environment's entries\n{hash_api_key(ENV_KEY)}"
     import ray
     from ray import serve
     from ray.serve.context import _get_global_client
     from ray.serve.schema import ServeDeploySchema
 
     weights = tmp_path_factory.mktemp("weights") / "fake-birefnet.safetensors"
+    scratch = tmp_path_factory.mktemp("replica-tmp")
+    key_file = tmp_path_factory.mktemp("keys") / "api_keys"
+    key_file.write_text(f"# sha256 of the key, tier\n{hash_api_key(FILE_KEY)} free\n")
     port = free_port()
     ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False, namespace="serve")
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": port, "request_timeout_s": 60})
-        config = ServeDeploySchema.model_validate(deploy_config(port, weights))
+        config = ServeDeploySchema.model_validate(deploy_config(port, weights, scratch, key_file))
         # What `serve run <config>` does: a config deploy, so the YAML's deployments: apply.
         _get_global_client().deploy_apps(config, _blocking=False)
-        service = Service(base=f"http://127.0.0.1:{port}", faulty=f"http://127.0.0.1:{port}/faulty")
+        base = f"http://127.0.0.1:{port}"
+        service = Service(base=base, faulty=f"{base}/faulty", secured=f"{base}/secured", scratch=scratch)
 
         def main_ready() -> bool:
             service.main_ready_seen.append(get_status(f"{service.base}{PREFIX}/ready"))
@@ -173,6 +204,7 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
         for endpoint in ("health", "ready"):
             service.faulty_after_weights[endpoint] = requests.get(f"{service.faulty}{PREFIX}/{endpoint}", timeout=10)
         poll(main_ready, READY_TIMEOUT_S, "main app ready")
+        poll(lambda: get_status(f"{service.secured}{PREFIX}/ready") == 200, 30, "secured app ready")
         yield service
     finally:
         serve.shutdown()
