@@ -8,8 +8,14 @@ from serve_app.model import segmenter_settings
 
 
 def test_backend_settings_reach_the_segmenter() -> None:
-    args = ModelArgs(variant="lite", backend="compile", compile_mode="reduce-overhead", batch_sizes=(8, 1, 4),
-                     patch_order="legacy", dtype="float16")
+    args = ModelArgs(
+        variant="lite",
+        backend="compile",
+        compile_mode="reduce-overhead",
+        batch_sizes=(8, 1, 4),
+        patch_order="legacy",
+        dtype="float16",
+    )
     settings = segmenter_settings(args, "cuda")
     assert (settings.variant, settings.device, settings.dtype) == ("lite", "cuda", "float16")
     assert settings.backend == "compile" and settings.compile_mode == "reduce-overhead"

@@ -51,8 +51,10 @@ def test_mean_iou_on_held_out_scenes_is_at_least_0_90(service: Service) -> None:
         alpha = output_alpha(service.remove(data, name=name, content_type=""), (truth.shape[1], truth.shape[0]))
         scores.append(QualityScores.of(alpha, truth))
     mean = QualityScores.mean(scores)
-    print(f"held-out scenes={len(scores)} iou={mean.iou:.4f} f={mean.f_measure:.4f} mae={mean.mae:.4f} "
-          f"boundary_f={mean.boundary_f:.4f}")
+    print(
+        f"held-out scenes={len(scores)} iou={mean.iou:.4f} f={mean.f_measure:.4f} mae={mean.mae:.4f} "
+        f"boundary_f={mean.boundary_f:.4f}"
+    )
     assert mean.iou >= 0.90
     assert mean.mae < 0.05
 
