@@ -79,3 +79,37 @@ def build_fake_segmenter(settings: Any) -> ScriptedSegmenter:
     if settings.weights is not None and not Path(settings.weights).exists():
         raise WeightsNotFoundError(f"Model checkpoint {settings.weights} missing")
     return ScriptedSegmenter(input_size_for(settings.variant), settings.weights or "")
+
+
+WARM_UP_FAULTS_ENV = "BIREFNET_WARM_UP_FAULTS"
+
+
+class WarmUpFaultSegmenter:
+    """The real segmenter, except that ``warm_up`` raises while a fault budget remains.
+
+    The budget is an integer in the file named by ``BIREFNET_WARM_UP_FAULTS`` (set through the
+    app's ``runtime_env`` by ``scripts/chaos_test.py``); each failed warm-up spends one.
+    """
+
+    def __init__(self, inner: Any, budget_file: Path):
+        self._inner = inner
+        self._budget_file = budget_file
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    def warm_up(self) -> None:
+        budget = int(self._budget_file.read_text() or 0) if self._budget_file.exists() else 0
+        if budget > 0:
+            self._budget_file.write_text(str(budget - 1))
+            raise RuntimeError("scripted warm-up failure")
+        self._inner.warm_up()
+
+
+def build_segmenter_with_warm_up_faults(settings: Any) -> Any:
+    """``segmenter_factory`` for chaos runs: the real segmenter with scripted warm-up failures."""
+    import os
+
+    from pipelines.segmenter import Segmenter
+
+    return WarmUpFaultSegmenter(Segmenter.from_settings(settings), Path(os.environ[WARM_UP_FAULTS_ENV]))

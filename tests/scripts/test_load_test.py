@@ -1,0 +1,66 @@
+"""The load test's judgement of answers and its loopback guard, without a service."""
+
+from __future__ import annotations
+
+import importlib
+import io
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "scripts"))
+load_test = importlib.import_module("load_test")
+
+
+def _png(size: tuple[int, int], mode: str = "RGBA") -> bytes:
+    buffer = io.BytesIO()
+    Image.new(mode, size).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def test_a_png_of_the_upload_size_is_ok_and_anything_else_an_error() -> None:
+    assert load_test.check_response(200, {}, _png((64, 48)), (64, 48)) == ("ok", None)
+    assert load_test.check_response(200, {}, _png((48, 64)), (64, 48))[0] == "error"
+    assert load_test.check_response(200, {}, _png((64, 48), "RGB"), (64, 48))[0] == "error"
+    assert load_test.check_response(200, {}, b"\x89PNG\r\n\x1a\ntruncated", (64, 48))[0] == "error"
+
+
+def test_back_pressure_counts_as_rejected_only_with_retry_after() -> None:
+    assert load_test.check_response(503, {"retry-after": "2"}, b"", (1, 1)) == ("rejected", None)
+    assert load_test.check_response(429, {"retry-after": "9"}, b"{}", (1, 1)) == ("rejected", None)
+    assert load_test.check_response(503, {}, b"", (1, 1)) == ("error", "503 without Retry-After")
+    kind, problem = load_test.check_response(500, {}, b'{"error_code": "INFERENCE_ERROR"}', (1, 1))
+    assert (kind, problem) == ("error", "500 INFERENCE_ERROR")
+
+
+def test_summary_last_line() -> None:
+    outcomes = [load_test.Outcome("ok", 200, 10.0), load_test.Outcome("rejected", 503, 2.0)]
+    outcomes += [load_test.Outcome("lost", None, 90000.0, "TimeoutError")]
+    line = load_test.summarise(outcomes, 1.0).last_line()
+    assert line == "requests=3 ok=1 rejected=1 errors=0 lost=1 p50_ms=6 p99_ms=10"
+    assert np.isclose(load_test.summarise(outcomes, 2.0).throughput_rps, 0.5)
+
+
+def test_non_loopback_hosts_are_refused_unless_allowed() -> None:
+    load_test.require_loopback("http://127.0.0.1:55433", allow_remote=False)
+    load_test.require_loopback("http://[::1]:55433", allow_remote=False)
+    with pytest.raises(SystemExit, match="non-loopback"):
+        load_test.require_loopback("http://192.0.2.7:55433", allow_remote=False)
+    load_test.require_loopback("http://192.0.2.7:55433", allow_remote=True)
+
+
+def test_hash_api_key_prints_the_registry_entry() -> None:
+    result = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "hash_api_key.py"), "--stdin", "--tier", "pro"],
+        input="abc",
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert result.stdout == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad pro\n"
