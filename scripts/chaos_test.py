@@ -56,6 +56,7 @@ FAULTS_ENV = "BIREFNET_WARM_UP_FAULTS"
 class Recovery:
     fault: str
     killed: str
+    at: float  # time.monotonic() of the kill
     seconds: float | None  # None: not recovered within the timeout
 
 
@@ -128,13 +129,14 @@ def inject_faults(
         budget.write_text(str(warm_up_failures))
         replicas = len(alive_replicas(deployment))
         killed = kill_one(deployment)
+        at = time.monotonic()
         log.info("%s: killed %s (%d live before)", fault, killed, replicas)
         seconds = wait_recovered(base, upload, deployment, replicas, timeout_s)
         if warm_up_failures and budget.read_text().strip() != "0":
             log.warning("%s: the armed warm-up failure did not fire", fault)
             fault += " (did not fire)"
         log.info("%s: %s", fault, f"recovered in {seconds:.1f}s" if seconds is not None else "NOT recovered")
-        recoveries.append(Recovery(fault, killed, seconds))
+        recoveries.append(Recovery(fault, killed, at, seconds))
     return recoveries
 
 
@@ -216,9 +218,18 @@ def main(argv: list[str] | None = None) -> int:
     )
     if unclean:
         print("unclean answers: " + "; ".join(f"{problem} x{count}" for problem, count in unclean.items()))
-    for recovery in recoveries:
+    for index, recovery in enumerate(recoveries):
         seconds = f"{recovery.seconds:.1f}s" if recovery.seconds is not None else "not recovered"
-        print(f"{recovery.fault:28s} {recovery.killed:60s} healthy again after {seconds}")
+        until = recoveries[index + 1].at if index + 1 < len(recoveries) else float("inf")
+        failed = Counter(
+            f"{outcome.status}{'' if classify(outcome) == 'clean_5xx' else ' unclean'}"
+            for outcome in outcomes
+            if recovery.at <= outcome.finished_at < until and outcome.kind != "ok"
+        )
+        print(
+            f"{recovery.fault:18s} {recovery.killed:46s} healthy again after {seconds:>6s}; "
+            f"failed answers until the next fault: {dict(failed) or 'none'}"
+        )
     recovered = [r.seconds for r in recoveries if r.seconds is not None]
     all_recovered = len(recovered) == len(recoveries)
     print(

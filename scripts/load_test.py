@@ -50,12 +50,14 @@ Kind = Literal["ok", "rejected", "error", "lost"]
 
 @dataclass(frozen=True)
 class Outcome:
-    """One request's fate: ``kind``, HTTP status (None when lost), latency and what was wrong."""
+    """One request's fate: ``kind``, HTTP status (None when lost), latency, what was wrong, and
+    when it was answered (``time.monotonic()``)."""
 
     kind: Kind
     status: int | None
     latency_ms: float
     problem: str | None = None
+    finished_at: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -161,9 +163,11 @@ async def run_load(
                     body = await response.read()
                     lowered = {name.lower(): value for name, value in response.headers.items()}
                     kind, problem = check_response(response.status, lowered, body, size)
-                    outcome = Outcome(kind, response.status, (time.perf_counter() - sent) * 1000.0, problem)
+                    latency_ms = (time.perf_counter() - sent) * 1000.0
+                    outcome = Outcome(kind, response.status, latency_ms, problem, time.monotonic())
             except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
-                outcome = Outcome("lost", None, (time.perf_counter() - sent) * 1000.0, type(exc).__name__)
+                latency_ms = (time.perf_counter() - sent) * 1000.0
+                outcome = Outcome("lost", None, latency_ms, type(exc).__name__, time.monotonic())
             outcomes.append(outcome)
             bar.update(1)
             bar.set_postfix_str(" ".join(f"{k}={v}" for k, v in Counter(o.kind for o in outcomes).items()))
