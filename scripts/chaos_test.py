@@ -222,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
         seconds = f"{recovery.seconds:.1f}s" if recovery.seconds is not None else "not recovered"
         until = recoveries[index + 1].at if index + 1 < len(recoveries) else float("inf")
         failed = Counter(
-            f"{outcome.status}{'' if classify(outcome) == 'clean_5xx' else ' unclean'}"
+            f"{outcome.status} {outcome.error_code}{'' if classify(outcome) == 'clean_5xx' else ' (unclean)'}"
             for outcome in outcomes
             if recovery.at <= outcome.finished_at < until and outcome.kind != "ok"
         )

@@ -58,6 +58,7 @@ class Outcome:
     latency_ms: float
     problem: str | None = None
     finished_at: float = 0.0
+    error_code: str | None = None  # of a non-200 answer: the JSON error_code, or the start of a text body
 
 
 @dataclass(frozen=True)
@@ -164,7 +165,8 @@ async def run_load(
                     lowered = {name.lower(): value for name, value in response.headers.items()}
                     kind, problem = check_response(response.status, lowered, body, size)
                     latency_ms = (time.perf_counter() - sent) * 1000.0
-                    outcome = Outcome(kind, response.status, latency_ms, problem, time.monotonic())
+                    code = error_code(body) if response.status != 200 else None
+                    outcome = Outcome(kind, response.status, latency_ms, problem, time.monotonic(), code)
             except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
                 latency_ms = (time.perf_counter() - sent) * 1000.0
                 outcome = Outcome("lost", None, latency_ms, type(exc).__name__, time.monotonic())
