@@ -31,13 +31,20 @@ from pipelines.model.variants import Variant, get_variant  # noqa: E402
 from pipelines.preprocess import resize_for_model  # noqa: E402
 from pipelines.synthetic import VALIDATION_SEED, generate_scene, random_size  # noqa: E402
 
+CALIBRATION_SEED = VALIDATION_SEED + 1_000_000  # BatchNorm statistics: neither training nor validation
+
 
 def make_batch(seeds: list[int], input_size: tuple[int, int], mean: torch.Tensor,
-               std: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Scenes for ``seeds`` → normalised images ``[B, 3, h, w]`` and alphas ``[B, 1, h, w]``."""
+               std: torch.Tensor, scene_scale: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Scenes for ``seeds`` → normalised images ``[B, 3, h, w]`` and alphas ``[B, 1, h, w]``.
+
+    ``scene_scale`` < 1 generates the scenes smaller (the generator's blurs and strokes scale with
+    the frame): generation dominated a step at low training resolutions (1.5 s of 2.6 s at 96²).
+    """
     images, alphas = [], []
     for seed in seeds:
-        scene = generate_scene(seed, random_size(seed))
+        low, high = int(192 * scene_scale), int(480 * scene_scale)
+        scene = generate_scene(seed, random_size(seed, short=(low, high)))
         images.append(resize_for_model(scene.rgb, input_size))
         h, w = input_size
         alphas.append(cv2.resize(scene.alpha, (w, h), interpolation=cv2.INTER_AREA))
@@ -74,6 +81,34 @@ def validate(model: torch.nn.Module, batches: list[tuple[torch.Tensor, torch.Ten
     return float(np.mean(scores))
 
 
+@torch.no_grad()
+def recalibrate_batchnorm(model: torch.nn.Module, batches: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
+    """Replace the BatchNorm running statistics by exact averages over ``batches``.
+
+    The exponential running averages lag behind weights that are still changing, and they were
+    collected at the training resolution; statistics recomputed at the inference resolution with
+    the final weights are what eval mode should use (measured: eval IoU 0.62 with the running
+    averages vs 0.73 with batch statistics on the same checkpoint).
+    """
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    momenta = [m.momentum for m in norms]
+    for norm in norms:
+        norm.reset_running_stats()
+        norm.momentum = None  # cumulative average
+    model.train()
+    for x, _ in batches:
+        model(x)
+    for norm, momentum in zip(norms, momenta, strict=True):
+        norm.momentum = momentum
+
+
+def evaluate(model: torch.nn.Module, calibration: list[tuple[torch.Tensor, torch.Tensor]],
+             val: list[tuple[torch.Tensor, torch.Tensor]]) -> float:
+    """Recalibrate BatchNorm at the inference size, then the validation IoU (model left in train mode)."""
+    recalibrate_batchnorm(model, calibration)
+    return validate(model, val)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--variant", default="demo")
@@ -83,8 +118,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--val-size", type=int, default=48)
+    parser.add_argument("--calibration-size", type=int, default=128,
+                        help="images for the BatchNorm recalibration at the inference size")
     parser.add_argument("--eval-every", type=int, default=50)
     parser.add_argument("--max-minutes", type=float, default=30.0, help="stop early (and save) after this")
+    parser.add_argument("--train-size", type=int, default=None,
+                        help="square training resolution (default: the variant's input size); "
+                        "a smaller one trains several times faster per image, then fine-tune at full size")
     parser.add_argument("--init", type=Path, default=None, help="start from these weights (fine-tune)")
     parser.add_argument("--out", type=Path, default=Path("pipelines/model/assets/birefnet-demo.safetensors"))
     args = parser.parse_args(argv)
@@ -92,6 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(args.seed)
     torch.set_num_threads(args.threads)
     variant = get_variant(args.variant)
+    train_size = (args.train_size, args.train_size) if args.train_size else variant.input_size
     model = create_model(variant.config)
     if args.init is not None:
         from pipelines.model.checkpoint import load_checkpoint
@@ -103,6 +144,8 @@ def main(argv: list[str] | None = None) -> int:
     std = torch.tensor(variant.std).view(1, 3, 1, 1) * 255
     val = [make_batch(list(range(VALIDATION_SEED + i, VALIDATION_SEED + i + 8)), variant.input_size, mean, std)
            for i in range(0, args.val_size, 8)]
+    calibration = [make_batch(list(range(CALIBRATION_SEED + i, CALIBRATION_SEED + i + 16)), variant.input_size, mean,
+                              std) for i in range(0, args.calibration_size, 16)]
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
     warmup = max(1, args.steps // 20)
 
@@ -121,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step)
         seeds = [args.seed * 10_000_000 + step * args.batch + i for i in range(args.batch)]
-        x, y = make_batch(seeds, variant.input_size, mean, std)
+        x, y = make_batch(seeds, train_size, mean, std, scene_scale=min(1.0, train_size[0] / variant.input_size[0]))
         loss = loss_fn(model(x), y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -131,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
         bar.set_postfix(loss=f"{running:.3f}", lr=f"{lr_at(step):.1e}")
         out_of_time = (time.monotonic() - start) / 60 > args.max_minutes
         if steps_done % args.eval_every == 0 or steps_done == args.steps or out_of_time:
-            iou = validate(model, val)
+            iou = evaluate(model, calibration, val)
             history.append({"step": steps_done, "val_iou": iou, "loss": running,
                             "minutes": (time.monotonic() - start) / 60})
             tqdm.write(f"step {steps_done}: val_iou={iou:.4f} loss={running:.4f}")
@@ -141,6 +184,9 @@ def main(argv: list[str] | None = None) -> int:
             tqdm.write(f"time budget of {args.max_minutes} min reached at step {steps_done}")
             break
 
+    if steps_done == 0:  # --steps 0: recalibrate and validate given weights
+        best_iou = evaluate(model, calibration, val)
+        tqdm.write(f"recalibrated: val_iou={best_iou:.4f}")
     save(model, variant, args, steps_done, best_iou, history, start)
     return 0
 
@@ -156,6 +202,7 @@ def save(model: torch.nn.Module, variant: Variant, args: argparse.Namespace, ste
                    "decoder_width": variant.config.decoder_width, "aspp_width": variant.config.aspp_width,
                    "gradient_width": variant.config.gradient_width},
         "input_size": variant.input_size,
+        "train_size": args.train_size or variant.input_size[0],
         "steps": steps_done,
         "batch": args.batch,
         "training_images": steps_done * args.batch,

@@ -36,7 +36,7 @@ from serve_app.form import RemovalForm, RemovalFormReader, check_declared_length
 from serve_app.health import API_VERSION, SERVICE_NAME, Answer, assess_health, assess_readiness
 from serve_app.metrics import RequestMetrics, StageMetrics
 from serve_app.rate_limit import RateDecision, rate_limit_error, rate_limit_headers
-from serve_app.records import Cutout, RemovalResult, RequestSample
+from serve_app.records import Cutout, ProcessingInfo, RemovalResult, RequestSample
 from serve_app.responses import (
     base64_body,
     error_parts,
@@ -56,21 +56,10 @@ API_PREFIX = "/api/background-removal"
 _PROBE_TIMEOUT_S = 2.0
 
 
-class ProcessingInfoModel(BaseModel):
-    original_size: str
-    output_size: str
-    background_removed: bool
-    edge_smoothing_applied: bool
-    processing_time_ms: float
-    model_version: str
-    tensorrt_enabled: bool
-    subject_found: bool
-
-
 class Base64ResultModel(BaseModel):
     success: bool
     processed_image: str
-    processing_info: ProcessingInfoModel
+    processing_info: ProcessingInfo  # the dataclass itself: one definition for the API and the schema
 
 
 class ErrorModel(BaseModel):
