@@ -55,23 +55,16 @@ SegmenterFactory = Callable[[Any], SegmenterLike]
 
 
 def segmenter_settings(model: ModelArgs, device: str) -> Any:
-    """``pipelines.segmenter.SegmenterSettings`` for ``model`` on the resolved ``device``."""
+    """``pipelines.segmenter.SegmenterSettings`` for ``model`` on the resolved ``device``.
+
+    ``ModelArgs`` mirrors the settings field for field (plus the factory that consumes them), so
+    they are copied wholesale: a setting added to both reaches the segmenter without an edit here.
+    """
     from pipelines.segmenter import SegmenterSettings
 
-    return SegmenterSettings(
-        variant=model.variant,
-        weights=model.weights,
-        device=device,
-        dtype=model.dtype,
-        allow_download=model.allow_download,
-        num_threads=model.num_threads,
-        memory_check=model.memory_check,
-        patch_order=model.patch_order,
-        backend=model.backend,
-        compile_mode=model.compile_mode,
-        engine_cache_dir=model.engine_cache_dir,
-        batch_sizes=tuple(sorted(model.batch_sizes)),
-    )
+    fields = model.model_dump(exclude={"segmenter_factory"})
+    fields.update(device=device, batch_sizes=tuple(sorted(model.batch_sizes)))
+    return SegmenterSettings(**fields)
 
 
 def resolve_factory(import_path: str | None) -> SegmenterFactory:

@@ -26,3 +26,12 @@ def test_backend_settings_reach_the_segmenter() -> None:
 def test_unknown_backend_is_rejected_at_deploy_time() -> None:
     with pytest.raises(ValidationError, match="backend"):
         ModelArgs(backend="onnx")  # type: ignore[arg-type]
+
+
+def test_every_segmenter_setting_has_a_config_field() -> None:
+    import dataclasses
+
+    from pipelines.segmenter import SegmenterSettings
+
+    settings = {field.name for field in dataclasses.fields(SegmenterSettings)}
+    assert settings == set(ModelArgs.model_fields) - {"segmenter_factory"}
