@@ -29,6 +29,7 @@ __all__ = [
     "BiRefNet",
     "BiRefNetConfig",
     "CheckpointError",
+    "DeformSampling",
     "PatchOrder",
     "SwinConfig",
     "TRAINING_ONLY_PREFIXES",
@@ -120,6 +121,37 @@ def stack_patches(x: torch.Tensor, size: tuple[int, int], order: PatchOrder) -> 
     return grid.reshape(b, c * gh * gw, h, w)
 
 
+def deform_conv2d_by_sampling(
+    x: torch.Tensor, offset: torch.Tensor, weight: torch.Tensor, padding: int, mask: torch.Tensor
+) -> torch.Tensor:
+    """Modulated deformable conv (stride 1, dilation 1, one offset group) built from ``grid_sample``.
+
+    Same contract and result as ``torchvision.ops.deform_conv2d(x, offset, weight, padding=padding,
+    mask=mask)`` for an odd k×k ``weight [O, C, k, k]``: ``x [B, C, H, W]``, ``offset [B, 2k², H, W]``
+    (channels ``2n``/``2n+1`` = Δy/Δx of tap n), ``mask [B, k², H, W]`` → ``[B, O, H, W]``. Taps
+    sample bilinearly with zeros outside the map. All k² taps are gathered by one ``grid_sample``
+    and contracted with the weight by one matmul. On CPU its backward pass is several times faster
+    than torchvision's (``scripts/bench_deform_conv.py``); training uses it, inference does not.
+    """
+    b, c, h, w = x.shape
+    out_channels, _, k, _ = weight.shape
+    taps = k * k
+    ky, kx = torch.meshgrid(torch.arange(k, device=x.device, dtype=x.dtype),
+                            torch.arange(k, device=x.device, dtype=x.dtype), indexing="ij")
+    ys = torch.arange(h, device=x.device, dtype=x.dtype).view(1, 1, h, 1)
+    xs = torch.arange(w, device=x.device, dtype=x.dtype).view(1, 1, 1, w)
+    offset = offset.view(b, taps, 2, h, w)
+    sample_y = ys + (ky.reshape(1, taps, 1, 1) - padding) + offset[:, :, 0]  # [B, k², H, W]
+    sample_x = xs + (kx.reshape(1, taps, 1, 1) - padding) + offset[:, :, 1]
+    # Pixel centres for align_corners=False: index i ↦ (2i + 1) / size − 1.
+    grid = torch.stack(((2 * sample_x + 1) / w - 1, (2 * sample_y + 1) / h - 1), dim=-1)
+    sampled = F.grid_sample(x, grid.view(b, taps * h, w, 2), mode="bilinear", padding_mode="zeros",
+                            align_corners=False)  # [B, C, k²·H, W]
+    columns = sampled.view(b, c, taps, h * w) * mask.view(b, 1, taps, h * w)
+    out = weight.reshape(out_channels, c * taps) @ columns.view(b, c * taps, h * w)
+    return out.view(b, out_channels, h, w)
+
+
 # --------------------------------------------------------------------------------------------
 # Configuration
 # --------------------------------------------------------------------------------------------
@@ -130,6 +162,13 @@ class PatchOrder(str, enum.Enum):
 
     CURRENT = "current"  # official code since 2024-11-05
     LEGACY = "legacy"  # official code before, and the checkpoints trained with it
+
+
+class DeformSampling(str, enum.Enum):
+    """How the modulated deformable convs sample their taps (same result either way)."""
+
+    TORCHVISION = "torchvision"  # torchvision.ops.deform_conv2d: fused kernels, the inference path
+    GRID_SAMPLE = "grid_sample"  # deform_conv2d_by_sampling: a much faster backward on CPU (training)
 
 
 @dataclass(frozen=True)
@@ -162,6 +201,7 @@ class BiRefNetConfig:
         aspp_width: width of each ASPP branch (256 in releases).
         gradient_width: width of the gradient-attention branch (16 in releases).
         patch_order: channel order of the stacked image patches.
+        deform_sampling: the deformable-conv implementation (no effect on the weights or output).
     """
 
     backbone: SwinConfig = SWIN_L
@@ -169,6 +209,7 @@ class BiRefNetConfig:
     aspp_width: int = 256
     gradient_width: int = 16
     patch_order: PatchOrder = PatchOrder.CURRENT
+    deform_sampling: DeformSampling = DeformSampling.TORCHVISION
 
     @property
     def channels(self) -> tuple[int, int, int, int]:
@@ -351,12 +392,15 @@ class ModulatedDeformConv(nn.Module):
     """DCNv2: a k×k conv whose taps are displaced by learned offsets and scaled by 2·sigmoid(m).
 
     Offsets and modulators come from ordinary k×k convs of the same input; the sampling is
-    ``torchvision.ops.deform_conv2d`` (offset channels ``2n``/``2n+1`` = Δy/Δx of tap n).
+    ``torchvision.ops.deform_conv2d`` (offset channels ``2n``/``2n+1`` = Δy/Δx of tap n) or, for
+    training on CPU, :func:`deform_conv2d_by_sampling`.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int) -> None:
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int,
+                 sampling: DeformSampling = DeformSampling.TORCHVISION) -> None:
         super().__init__()
         self.padding = kernel_size // 2
+        self.sampling = sampling
         taps = kernel_size * kernel_size
         self.offset_conv = nn.Conv2d(in_channels, 2 * taps, kernel_size, padding=self.padding)
         self.modulator_conv = nn.Conv2d(in_channels, taps, kernel_size, padding=self.padding)
@@ -365,13 +409,15 @@ class ModulatedDeformConv(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         offset = self.offset_conv(x)
         modulator = 2.0 * torch.sigmoid(self.modulator_conv(x))
+        if self.sampling is DeformSampling.GRID_SAMPLE:
+            return deform_conv2d_by_sampling(x, offset, self.regular_conv.weight, self.padding, modulator)
         return deform_conv2d(x, offset, self.regular_conv.weight, padding=self.padding, mask=modulator)
 
 
 class DeformBranch(nn.Module):
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int) -> None:
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, sampling: DeformSampling) -> None:
         super().__init__()
-        self.atrous_conv = ModulatedDeformConv(in_channels, out_channels, kernel_size)
+        self.atrous_conv = ModulatedDeformConv(in_channels, out_channels, kernel_size, sampling)
         self.bn = nn.BatchNorm2d(out_channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -382,10 +428,10 @@ class ASPPDeformable(nn.Module):
     """Atrous-spatial-pyramid pooling built from deformable branches (kernels 1, 1, 3, 7) and a
     global-average-pool branch, fused by a 1×1 conv. ``[B, C, h, w]`` → ``[B, C, h, w]``."""
 
-    def __init__(self, channels: int, branch_width: int) -> None:
+    def __init__(self, channels: int, branch_width: int, sampling: DeformSampling) -> None:
         super().__init__()
-        self.aspp1 = DeformBranch(channels, branch_width, 1)
-        self.aspp_deforms = nn.ModuleList(DeformBranch(channels, branch_width, k) for k in (1, 3, 7))
+        self.aspp1 = DeformBranch(channels, branch_width, 1, sampling)
+        self.aspp_deforms = nn.ModuleList(DeformBranch(channels, branch_width, k, sampling) for k in (1, 3, 7))
         self.global_avg_pool = nn.Sequential(
             nn.AdaptiveAvgPool2d(1),
             nn.Conv2d(channels, branch_width, 1, bias=False),
@@ -404,11 +450,12 @@ class ASPPDeformable(nn.Module):
 class BasicDecBlock(nn.Module):
     """conv3×3 → BN → ReLU → ASPPDeformable → conv3×3 → BN (no final activation)."""
 
-    def __init__(self, in_channels: int, out_channels: int, inner: int, aspp_width: int) -> None:
+    def __init__(self, in_channels: int, out_channels: int, inner: int, aspp_width: int,
+                 sampling: DeformSampling) -> None:
         super().__init__()
         # Registration order mirrors the released state dicts (it differs from execution order).
         self.conv_in = nn.Conv2d(in_channels, inner, 3, padding=1)
-        self.dec_att = ASPPDeformable(inner, aspp_width)
+        self.dec_att = ASPPDeformable(inner, aspp_width, sampling)
         self.conv_out = nn.Conv2d(inner, out_channels, 3, padding=1)
         self.bn_in = nn.BatchNorm2d(inner)
         self.bn_out = nn.BatchNorm2d(out_channels)
@@ -455,6 +502,7 @@ class Decoder(nn.Module):
         c4, c3, c2, c1 = config.channels
         e4, e3, e2, e1 = c4 // 8, c3 // 8, c2 // 8, c1 // 8
         inner, aspp, grad = config.decoder_width, config.aspp_width, config.gradient_width
+        sampling = config.deform_sampling
         self.patch_order = config.patch_order
         # Patch grids are 32, 16, 8, 4 and 1 cells a side at strides 32 … 1.
         self.ipt_blk5 = PatchBranch(3 * 32 * 32, e4, inner)
@@ -462,10 +510,10 @@ class Decoder(nn.Module):
         self.ipt_blk3 = PatchBranch(3 * 8 * 8, e3, inner)
         self.ipt_blk2 = PatchBranch(3 * 4 * 4, e2, inner)
         self.ipt_blk1 = PatchBranch(3, e1, inner)
-        self.decoder_block4 = BasicDecBlock(c4 + e4, c3, inner, aspp)
-        self.decoder_block3 = BasicDecBlock(c3 + e4, c2, inner, aspp)
-        self.decoder_block2 = BasicDecBlock(c2 + e3, c1, inner, aspp)
-        self.decoder_block1 = BasicDecBlock(c1 + e2, c1 // 2, inner, aspp)
+        self.decoder_block4 = BasicDecBlock(c4 + e4, c3, inner, aspp, sampling)
+        self.decoder_block3 = BasicDecBlock(c3 + e4, c2, inner, aspp, sampling)
+        self.decoder_block2 = BasicDecBlock(c2 + e3, c1, inner, aspp, sampling)
+        self.decoder_block1 = BasicDecBlock(c1 + e2, c1 // 2, inner, aspp, sampling)
         self.conv_out1 = nn.Sequential(nn.Conv2d(c1 // 2 + e1, 1, 1))
         self.lateral_block4 = LateralBlock(c3)
         self.lateral_block3 = LateralBlock(c2)
@@ -521,7 +569,7 @@ class BiRefNet(nn.Module):
         self.bb = SwinTransformer(config.backbone)
         c4, c3, c2, c1 = config.channels
         self.squeeze_module = nn.Sequential(
-            BasicDecBlock(c4 + c3 + c2 + c1, c4, config.decoder_width, config.aspp_width)
+            BasicDecBlock(c4 + c3 + c2 + c1, c4, config.decoder_width, config.aspp_width, config.deform_sampling)
         )
         self.decoder = Decoder(config)
 

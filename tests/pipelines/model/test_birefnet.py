@@ -1,16 +1,21 @@
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
+from torchvision.ops import deform_conv2d
 
 from pipelines.model.birefnet import (
     SWIN_L,
     SWIN_T,
     BiRefNet,
     BiRefNetConfig,
+    DeformSampling,
     PatchOrder,
     create_model,
+    deform_conv2d_by_sampling,
     relative_position_index,
     stack_patches,
     with_patch_order,
@@ -104,6 +109,35 @@ def test_patch_order_flag_changes_the_output(tiny_model: torch.nn.Module) -> Non
     x = torch.randn(1, 3, 64, 64)
     with torch.inference_mode():
         assert not torch.allclose(legacy(x), tiny_model(x))
+
+
+@pytest.mark.parametrize("kernel_size", [1, 3, 7])
+def test_deform_conv_by_sampling_equals_torchvision_with_gradients(kernel_size: int) -> None:
+    """Offsets of a few pixels push taps past every border, where both sample zeros."""
+    torch.manual_seed(kernel_size)
+    taps = kernel_size * kernel_size
+    x = torch.randn(2, 5, 9, 11, dtype=torch.float64, requires_grad=True)
+    offset = (3 * torch.randn(2, 2 * taps, 9, 11, dtype=torch.float64)).requires_grad_()
+    mask = torch.rand(2, taps, 9, 11, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(4, 5, kernel_size, kernel_size, dtype=torch.float64, requires_grad=True)
+    inputs = (x, offset, mask, weight)
+
+    expected = deform_conv2d(x, offset, weight, padding=kernel_size // 2, mask=mask)
+    ours = deform_conv2d_by_sampling(x, offset, weight, kernel_size // 2, mask)
+    torch.testing.assert_close(ours, expected, rtol=0, atol=1e-12)
+    upstream = torch.randn_like(expected)
+    for got, want in zip(torch.autograd.grad(ours, inputs, upstream), torch.autograd.grad(expected, inputs, upstream),
+                         strict=True):
+        torch.testing.assert_close(got, want, rtol=0, atol=1e-11)
+
+
+def test_grid_sample_deform_sampling_gives_the_same_model_output(tiny_model: torch.nn.Module) -> None:
+    sampled = create_model(replace(TINY, deform_sampling=DeformSampling.GRID_SAMPLE))
+    sampled.load_state_dict(tiny_model.state_dict())
+    sampled.eval()
+    x = torch.randn(2, 3, 64, 96)
+    with torch.inference_mode():
+        torch.testing.assert_close(sampled(x), tiny_model(x), rtol=0, atol=1e-4)
 
 
 def test_float64_equivalence_lite_288x416() -> None:
