@@ -16,7 +16,7 @@ import argparse
 import io
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -48,7 +48,7 @@ def dataset_cases(root: Path) -> Iterator[tuple[str, bytes, np.ndarray]]:
         yield image_path.name, image_path.read_bytes(), alpha
 
 
-def remove_background(url: str, name: str, data: bytes, timeout: float) -> tuple[np.ndarray, dict[str, str]]:
+def remove_background(url: str, name: str, data: bytes, timeout: float) -> tuple[np.ndarray, Mapping[str, str]]:
     """POST one image; return the output alpha in ``[0, 1]`` and the response headers."""
     response = requests.post(url, files={"image": (name, data)}, timeout=timeout)
     if response.status_code != 200:
@@ -57,7 +57,7 @@ def remove_background(url: str, name: str, data: bytes, timeout: float) -> tuple
         if image.mode != "RGBA":
             raise RuntimeError(f"{name}: expected an RGBA PNG, got mode {image.mode}")
         alpha = np.asarray(image.getchannel("A"), dtype=np.float32) / 255.0
-    return alpha, dict(response.headers)
+    return alpha, response.headers  # case-insensitive: the server sends lower-case names
 
 
 def main(argv: list[str] | None = None) -> int:
