@@ -16,7 +16,7 @@ import logging
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -34,7 +34,7 @@ from pipelines.backends.base import ACTIVATION_MB_PER_MEGAPIXEL_FP32, DEFAULT_EN
 from pipelines.backends.eager import EagerBackend
 from pipelines.datatypes import Matte
 from pipelines.errors import GpuMemoryExhaustedError, InferenceError
-from pipelines.model.birefnet import BiRefNet, PatchOrder, create_model, with_patch_order
+from pipelines.model.birefnet import BiRefNet, DeformSampling, PatchOrder, create_model, with_patch_order
 from pipelines.model.checkpoint import LoadReport, load_checkpoint, load_state_dict_into
 from pipelines.model.deterministic import deterministic_state_dict
 from pipelines.model.variants import Variant, get_variant
@@ -59,6 +59,9 @@ class SegmenterSettings:
         allow_download: fetch missing weights from Hugging Face.
         num_threads: torch intra-op threads on CPU (None leaves torch's default).
         patch_order: decoder patch-channel order (``current`` or ``legacy``).
+        deform_sampling: deformable-conv implementation: ``torchvision``, ``grid_sample`` (same
+            output; 1.3–1.6× faster forwards on CPU for ~20 % more peak memory) or ``auto``
+            (grid_sample on CPU, torchvision on CUDA).
         memory_check: refuse a batch when free GPU memory is below the estimate.
         backend: ``eager``, ``compile`` or ``tensorrt``; an unavailable one falls back along
             ``tensorrt → compile → eager`` (reported in :class:`SegmenterInfo`).
@@ -77,6 +80,7 @@ class SegmenterSettings:
     allow_download: bool = True
     num_threads: int | None = None
     patch_order: str = PatchOrder.CURRENT.value
+    deform_sampling: str = "auto"
     memory_check: bool = True
     backend: str = "eager"
     compile_mode: str = "default"
@@ -104,6 +108,17 @@ class SegmenterInfo:
 def input_size_for(variant: str) -> tuple[int, int]:
     """Model input size ``(height, width)`` of a variant, without loading anything."""
     return get_variant(variant).input_size
+
+
+def resolve_deform_sampling(requested: str, device: torch.device) -> DeformSampling:
+    """The deformable-conv implementation for ``requested`` on ``device`` (``auto``: grid_sample on CPU)."""
+    if requested == "auto":
+        return DeformSampling.GRID_SAMPLE if device.type == "cpu" else DeformSampling.TORCHVISION
+    try:
+        return DeformSampling(requested)
+    except ValueError:
+        names = ", ".join(["auto", *(m.value for m in DeformSampling)])
+        raise ValueError(f"unknown deform_sampling {requested!r}; use one of {names}") from None
 
 
 def cuda_usable() -> bool:
@@ -208,7 +223,8 @@ class Segmenter:
             dtype = torch.float32
         if device.type == "cpu" and settings.num_threads:
             torch.set_num_threads(settings.num_threads)
-        config = with_patch_order(variant.config, settings.patch_order)
+        config = replace(with_patch_order(variant.config, settings.patch_order),
+                         deform_sampling=resolve_deform_sampling(settings.deform_sampling, device))
         model = create_model(config)
         checkpoint, report = _load_weights(model, variant, settings)
         logger.info("BiRefNet %s weights: %s", variant.name, report.summary() if report else "generated")

@@ -13,13 +13,14 @@ import resource
 import statistics
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipelines.model.birefnet import create_model  # noqa: E402
+from pipelines.model.birefnet import DeformSampling, create_model  # noqa: E402
 from pipelines.model.variants import VARIANTS, get_variant  # noqa: E402
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -38,13 +39,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--deform-sampling", default=DeformSampling.TORCHVISION.value,
+                        choices=[m.value for m in DeformSampling],
+                        help="deformable-conv implementation (same output; grid_sample is the faster on CPU)")
     args = parser.parse_args(argv)
 
     torch.set_num_threads(args.threads)
     variant = get_variant(args.variant)
     height, width = (args.size, args.size) if args.size else variant.input_size
     device = torch.device(args.device)
-    model = create_model(variant.config, device=device, dtype=DTYPES[args.dtype])
+    config = replace(variant.config, deform_sampling=DeformSampling(args.deform_sampling))
+    model = create_model(config, device=device, dtype=DTYPES[args.dtype])
     x = torch.randn(args.batch, 3, height, width, device=device, dtype=DTYPES[args.dtype])
     rss_model = peak_rss_mb()
 
@@ -65,7 +70,8 @@ def main(argv: list[str] | None = None) -> int:
     if device.type == "cuda":
         extra = f" peak_cuda_mb={torch.cuda.max_memory_allocated(device) / 2**20:.0f}"
     print(f"variant={variant.name} input={width}x{height} batch={args.batch} dtype={args.dtype} "
-          f"device={device} threads={args.threads} warmup_s={warm:.2f} runs={[round(t, 2) for t in times]}")
+          f"device={device} deform_sampling={args.deform_sampling} threads={args.threads} warmup_s={warm:.2f} "
+          f"runs={[round(t, 2) for t in times]}")
     print(f"median_forward_s={median:.3f} per_image_s={median / args.batch:.3f} "
           f"rss_after_build_mb={rss_model:.0f} peak_rss_mb={peak_rss_mb():.0f}{extra}")
     return 0

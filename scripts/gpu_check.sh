@@ -55,7 +55,8 @@ if [ "$DRY" = "1" ]; then
                  --dtypes float32,float16 --batches 1,2 --latency-runs 3 --throughput-runs 1 --warmup 1
                  --agreement-inputs 2 --equivalence)
     BENCH_COMPILED=()
-    LIMITS=(60 120 0)
+    BENCH_DEFORM=(--device cpu --threads 2 --batch 1 --channels 8 --out-channels 8 --size 16 --repeats 2)
+    LIMITS=(60 120 0 30)
 else
     MODE="GPU run"
     BENCH_EAGER=(--device cuda --variants general,lite --backends eager --dtypes float32,float16,bfloat16
@@ -63,7 +64,9 @@ else
     BENCH_COMPILED=(--device cuda --variants lite,general --backends tensorrt,compile --dtypes float16
                     --batches 1,8 --latency-runs 30 --throughput-runs 3 --compile-mode max-autotune-no-cudagraphs
                     --time-budget-s 100)
-    LIMITS=(90 210 150)
+    # general's finest decoder level at 1024²: 256×256, 64 channels into 256-wide ASPP branches.
+    BENCH_DEFORM=(--device cuda --batch 4 --channels 64 --out-channels 256 --size 256 --repeats 10)
+    LIMITS=(90 210 150 30)
 fi
 
 say "# gpu_check — $MODE" ""
@@ -86,6 +89,10 @@ if [ ${#BENCH_COMPILED[@]} -gt 0 ]; then
     step "benchmark: TensorRT and torch.compile, float16" "${LIMITS[2]}" \
         $PY scripts/bench_gpu.py "${BENCH_COMPILED[@]}" --markdown "$REPORT"
 fi
+
+# Which deformable conv the CUDA default (deform_sampling: auto → torchvision) should be.
+step "deformable conv: torchvision vs grid_sample" "${LIMITS[3]}" $PY scripts/bench_deform_conv.py "${BENCH_DEFORM[@]}"
+grep -E '^(device=|kernel=)' "$LOG" | tail -n 7 | sed 's/^/    /' >>"$REPORT"
 
 say "" "Total $(($(date +%s) - STARTED)) s, exit status $STATUS."
 cat "$REPORT"

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from torchvision.ops import deform_conv2d
 
 from pipelines.backends.base import BackendSpec, estimate_activation_mb
 from pipelines.model.birefnet import ModulatedDeformConv
@@ -23,7 +22,7 @@ class Float32ModulatedDeformConv(ModulatedDeformConv):
     """:class:`ModulatedDeformConv` whose sampling runs in float32 whatever the model's dtype.
 
     The offset and modulator convs run in the model's dtype; their outputs, the input and the
-    weight are cast to float32 for ``deform_conv2d`` and the result back. Same submodules, so the
+    weight are cast to float32 for the sampling and the result back. Same submodules, so the
     same state-dict keys.
     """
 
@@ -32,6 +31,7 @@ class Float32ModulatedDeformConv(ModulatedDeformConv):
         wrapped = cls.__new__(cls)
         nn.Module.__init__(wrapped)
         wrapped.padding = module.padding
+        wrapped.sampling = module.sampling
         wrapped.offset_conv = module.offset_conv
         wrapped.modulator_conv = module.modulator_conv
         wrapped.regular_conv = module.regular_conv
@@ -41,8 +41,7 @@ class Float32ModulatedDeformConv(ModulatedDeformConv):
         offset = self.offset_conv(x).float()
         modulator = 2.0 * torch.sigmoid(self.modulator_conv(x).float())
         weight = self.regular_conv.weight.float()
-        out = deform_conv2d(x.float(), offset, weight, padding=self.padding, mask=modulator)
-        return out.to(x.dtype)
+        return self.sample(x.float(), offset, modulator, weight).to(x.dtype)
 
 
 def deform_convs_in_float32(model: nn.Module) -> int:

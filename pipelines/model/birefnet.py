@@ -130,8 +130,9 @@ def deform_conv2d_by_sampling(
     mask=mask)`` for an odd k×k ``weight [O, C, k, k]``: ``x [B, C, H, W]``, ``offset [B, 2k², H, W]``
     (channels ``2n``/``2n+1`` = Δy/Δx of tap n), ``mask [B, k², H, W]`` → ``[B, O, H, W]``. Taps
     sample bilinearly with zeros outside the map. All k² taps are gathered by one ``grid_sample``
-    and contracted with the weight by one matmul. On CPU its backward pass is several times faster
-    than torchvision's (``scripts/bench_deform_conv.py``); training uses it, inference does not.
+    and contracted with the weight by one matmul. On CPU it is about twice as fast as torchvision's
+    kernel forward and seven times backward (``scripts/bench_deform_conv.py``), so training and CPU
+    inference use it; CUDA keeps torchvision's kernel until a device measurement says otherwise.
     """
     b, c, h, w = x.shape
     out_channels, _, k, _ = weight.shape
@@ -167,8 +168,8 @@ class PatchOrder(str, enum.Enum):
 class DeformSampling(str, enum.Enum):
     """How the modulated deformable convs sample their taps (same result either way)."""
 
-    TORCHVISION = "torchvision"  # torchvision.ops.deform_conv2d: fused kernels, the inference path
-    GRID_SAMPLE = "grid_sample"  # deform_conv2d_by_sampling: a much faster backward on CPU (training)
+    TORCHVISION = "torchvision"  # torchvision.ops.deform_conv2d: the CUDA path
+    GRID_SAMPLE = "grid_sample"  # deform_conv2d_by_sampling: faster on CPU, backward most of all
 
 
 @dataclass(frozen=True)
@@ -392,8 +393,8 @@ class ModulatedDeformConv(nn.Module):
     """DCNv2: a k×k conv whose taps are displaced by learned offsets and scaled by 2·sigmoid(m).
 
     Offsets and modulators come from ordinary k×k convs of the same input; the sampling is
-    ``torchvision.ops.deform_conv2d`` (offset channels ``2n``/``2n+1`` = Δy/Δx of tap n) or, for
-    training on CPU, :func:`deform_conv2d_by_sampling`.
+    ``torchvision.ops.deform_conv2d`` (offset channels ``2n``/``2n+1`` = Δy/Δx of tap n) or, on
+    CPU, :func:`deform_conv2d_by_sampling`.
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int,
@@ -409,9 +410,14 @@ class ModulatedDeformConv(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         offset = self.offset_conv(x)
         modulator = 2.0 * torch.sigmoid(self.modulator_conv(x))
+        return self.sample(x, offset, modulator, self.regular_conv.weight)
+
+    def sample(self, x: torch.Tensor, offset: torch.Tensor, modulator: torch.Tensor,
+               weight: torch.Tensor) -> torch.Tensor:
+        """The deformable conv proper, by the configured implementation: ``[B, C, H, W]`` → ``[B, O, H, W]``."""
         if self.sampling is DeformSampling.GRID_SAMPLE:
-            return deform_conv2d_by_sampling(x, offset, self.regular_conv.weight, self.padding, modulator)
-        return deform_conv2d(x, offset, self.regular_conv.weight, padding=self.padding, mask=modulator)
+            return deform_conv2d_by_sampling(x, offset, weight, self.padding, modulator)
+        return deform_conv2d(x, offset, weight, padding=self.padding, mask=modulator)
 
 
 class DeformBranch(nn.Module):

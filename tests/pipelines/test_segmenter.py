@@ -5,12 +5,15 @@ import pytest
 import torch
 
 from pipelines.errors import GpuMemoryExhaustedError, InferenceError
+from pipelines.model import DeformSampling
+from pipelines.model.birefnet import ModulatedDeformConv
 from pipelines.model.variants import get_variant
 from pipelines.segmenter import (
     Segmenter,
     SegmenterSettings,
     input_size_for,
     logits_to_alpha,
+    resolve_deform_sampling,
     stack_images,
 )
 
@@ -112,3 +115,22 @@ def test_half_precision_on_cpu_falls_back_to_float32() -> None:
 def test_info_reports_cpu_and_no_tensorrt() -> None:
     info = Segmenter.from_settings(SegmenterSettings(variant="demo", device="cpu")).info()
     assert info.device == "cpu" and info.tensorrt_enabled is False and info.gpu_memory_free_mb is None
+
+
+def test_deform_sampling_auto_is_grid_sample_on_cpu_and_torchvision_on_cuda() -> None:
+    assert resolve_deform_sampling("auto", torch.device("cpu")) is DeformSampling.GRID_SAMPLE
+    assert resolve_deform_sampling("auto", torch.device("cuda", 0)) is DeformSampling.TORCHVISION
+    assert resolve_deform_sampling("torchvision", torch.device("cpu")) is DeformSampling.TORCHVISION
+    with pytest.raises(ValueError, match="unknown deform_sampling 'cuda'.*grid_sample"):
+        resolve_deform_sampling("cuda", torch.device("cpu"))
+
+
+def test_deform_sampling_setting_reaches_every_deformable_conv_and_keeps_the_mattes() -> None:
+    mattes = {}
+    for sampling in ("torchvision", "grid_sample"):
+        segmenter = Segmenter.from_settings(SegmenterSettings(variant="demo", device="cpu", deform_sampling=sampling))
+        convs = [m for m in segmenter.model.modules() if isinstance(m, ModulatedDeformConv)]
+        assert convs and all(m.sampling is DeformSampling(sampling) for m in convs)
+        mattes[sampling] = segmenter.segment(_images(3))
+    for ours, theirs in zip(mattes["grid_sample"], mattes["torchvision"], strict=True):
+        assert np.abs(ours.alpha.astype(int) - theirs.alpha.astype(int)).max() <= 1
