@@ -1,6 +1,13 @@
 """Train the small demo BiRefNet on procedurally generated scenes (CPU, minutes).
 
-    python scripts/train_small.py --steps 400 --out pipelines/model/assets/birefnet-demo.safetensors
+    python scripts/train_small.py --out /tmp/demo.safetensors            # from scratch, 30 min
+    python scripts/train_small.py --init pipelines/model/assets/birefnet-demo.safetensors \
+        --seed 6 --batch 12 --lr 8e-4 --max-minutes 50 --out /tmp/demo-more.safetensors  # continue
+
+A default run from scratch reached validation IoU 0.74 in its 30 minutes (0.73 mean IoU on the 50
+held-out scenes). The bundled model took six runs, 30,848 images (lineage in
+``birefnet-demo.json``: 0.87 validation, 0.94 held-out); seeds 0–5 are used, so a continuation
+takes a new one.
 
 Same network class and code path as the released variants (``variants.DEMO_CONFIG``: reduced widths
 and depths). Scenes come from :mod:`pipelines.synthetic` at random sizes and aspect ratios and are
@@ -131,15 +138,15 @@ def evaluate(model: torch.nn.Module, calibration: list[tuple[torch.Tensor, torch
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--variant", default="demo")
-    parser.add_argument("--steps", type=int, default=400)
+    parser.add_argument("--steps", type=int, default=1100)
     parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--lr", type=float, default=2e-3)
+    parser.add_argument("--lr", type=float, default=1.5e-3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--val-size", type=int, default=48)
     parser.add_argument("--calibration-size", type=int, default=128,
                         help="images for the BatchNorm recalibration at the inference size")
-    parser.add_argument("--eval-every", type=int, default=50)
+    parser.add_argument("--eval-every", type=int, default=100)
     parser.add_argument("--max-minutes", type=float, default=30.0, help="stop early (and save) after this")
     parser.add_argument("--train-size", type=int, default=None,
                         help="square training resolution (default: the variant's input size); "
