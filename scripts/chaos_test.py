@@ -44,12 +44,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from load_test import API_PREFIX, Outcome, default_upload, run_load  # noqa: E402
+from load_test import Outcome, default_upload, run_load  # noqa: E402
+
+from serve_app import API_PREFIX  # noqa: E402
+from tests.serve_app.fakes import WARM_UP_FAULTS_ENV  # noqa: E402
 
 APP = "birefnet"
 KILL_ORDER = ("Preprocess", "Inference", "Postprocess", "Ingress", "Telemetry")
 FAULT_FACTORY = "tests.serve_app.fakes:build_segmenter_with_warm_up_faults"
-FAULTS_ENV = "BIREFNET_WARM_UP_FAULTS"
 
 
 @dataclass(frozen=True)
@@ -74,7 +76,7 @@ def chaos_config(port: int, fault_budget: Path) -> dict[str, Any]:
     app = config["applications"][0]
     app["args"]["model"]["segmenter_factory"] = FAULT_FACTORY
     app["args"]["inference"]["report_interval_s"] = 1
-    app["runtime_env"] = {"env_vars": {FAULTS_ENV: str(fault_budget)}}
+    app["runtime_env"] = {"env_vars": {WARM_UP_FAULTS_ENV: str(fault_budget)}}
     return dict(config)
 
 

@@ -27,8 +27,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pipelines.quality import QualityScores  # noqa: E402
 from pipelines.synthetic import held_out_uploads  # noqa: E402
+from serve_app import API_PREFIX  # noqa: E402
 
-API_PATH = "/api/background-removal/remove"
+API_PATH = f"{API_PREFIX}/remove"
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp"}
 
 def dataset_cases(root: Path) -> Iterator[tuple[str, bytes, np.ndarray]]:

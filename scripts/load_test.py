@@ -42,8 +42,8 @@ from tqdm import tqdm
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pipelines.synthetic import encode_scene, generate_scene  # noqa: E402
+from serve_app import API_PREFIX  # noqa: E402
 
-API_PREFIX = "/api/background-removal"
 MAX_REQUESTS = 100_000
 Kind = Literal["ok", "rejected", "error", "lost"]
 

@@ -41,6 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from pipelines.model import DeformSampling, create_model  # noqa: E402
 from pipelines.model.variants import Variant, get_variant  # noqa: E402
 from pipelines.preprocess import resize_for_model  # noqa: E402
+from pipelines.quality import iou  # noqa: E402
 from pipelines.synthetic import VALIDATION_SEED, generate_scene, random_size  # noqa: E402
 
 CALIBRATION_SEED = VALIDATION_SEED + 1_000_000  # BatchNorm statistics: neither training nor validation
@@ -55,9 +56,9 @@ def scene_arrays(seeds: list[int], input_size: tuple[int, int],
     """
     images, alphas = [], []
     h, w = input_size
+    short_side = (int(192 * scene_scale), int(480 * scene_scale))
     for seed in seeds:
-        low, high = int(192 * scene_scale), int(480 * scene_scale)
-        scene = generate_scene(seed, random_size(seed, short=(low, high)))
+        scene = generate_scene(seed, random_size(seed, short=short_side))
         images.append(resize_for_model(scene.rgb, input_size))
         alphas.append(cv2.resize(scene.alpha, (w, h), interpolation=cv2.INTER_AREA))
     return np.stack(images), np.stack(alphas)
@@ -89,20 +90,13 @@ def loss_fn(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return bce + soft_iou.mean()
 
 
-def iou_at_half(prob: np.ndarray, target: np.ndarray) -> float:
-    """IoU of ``prob ≥ 0.5`` vs ``target ≥ 0.5``; an empty scene predicted empty scores 1."""
-    p, t = prob >= 0.5, target >= 0.5
-    union = np.logical_or(p, t).sum()
-    return 1.0 if union == 0 else float(np.logical_and(p, t).sum() / union)
-
-
 @torch.inference_mode()
 def validate(model: torch.nn.Module, batches: list[tuple[torch.Tensor, torch.Tensor]]) -> float:
     model.eval()
     scores = []
     for x, y in batches:
         prob = torch.sigmoid(model(x)).numpy()
-        scores += [iou_at_half(p[0], t[0]) for p, t in zip(prob, y.numpy(), strict=True)]
+        scores += [iou(p[0], t[0]) for p, t in zip(prob, y.numpy(), strict=True)]
     model.train()
     return float(np.mean(scores))
 

@@ -44,9 +44,14 @@ class KeyMatch:
     tier: str
 
 
+def _key_digest(key: str) -> bytes:
+    # surrogateescape: a header that is not valid UTF-8 still hashes (and matches nothing).
+    return hashlib.sha256(key.encode("utf-8", errors="surrogateescape")).digest()
+
+
 def hash_api_key(key: str) -> str:
     """The stored form of ``key``: lowercase hex SHA-256 of its UTF-8 bytes."""
-    return hashlib.sha256(key.encode("utf-8")).hexdigest()
+    return _key_digest(key).hex()
 
 
 def parse_key_entries(text: str, default_tier: str, source: str) -> dict[str, str]:
@@ -92,7 +97,7 @@ class ApiKeyRegistry:
         """The entry of ``presented``, in time independent of which stored key it resembles."""
         if not presented:
             return None
-        digest = hashlib.sha256(presented.encode("utf-8", errors="surrogateescape")).digest()
+        digest = _key_digest(presented)
         match: KeyMatch | None = None
         for stored, tier in self.digests:
             if hmac.compare_digest(stored, digest):

@@ -33,6 +33,8 @@ _DEFAULT_FIELDS: dict[str, dict[str, Any]] = {
 }
 # How deep to look through Ray's wrappers (RayTaskError.cause) for the error a stage raised.
 _MAX_CAUSE_DEPTH = 8
+# Serve's refusal when a deployment's queue is full.
+_BACK_PRESSURE = frozenset({"BackPressureError"})
 # Ray's and Serve's ways of saying "the replica (or its worker, node or an object it owned) is gone
 # or not reachable right now", matched by name along the class hierarchy (ActorDiedError is a
 # RayActorError) so this module stays free of Ray imports. A retry reaches a live replica.
@@ -129,32 +131,31 @@ def find_service_error(exc: BaseException) -> BackgroundRemovalError | None:
     return None
 
 
-def is_back_pressure(exc: BaseException) -> bool:
-    """Whether Serve refused the request because a deployment's ``max_queued_requests`` is full."""
-    current: BaseException | None = exc
-    for _ in range(_MAX_CAUSE_DEPTH):
-        if current is None:
-            return False
-        if type(current).__name__ == "BackPressureError":
-            return True
-        current = getattr(current, "cause", None) or current.__cause__
-    return False
-
-
-def is_replica_lost(exc: BaseException) -> bool:
-    """Whether a stage's replica died or became unreachable while serving the request.
+def _caused_by(exc: BaseException, class_names: frozenset[str]) -> bool:
+    """Whether ``exc`` or one of its causes is an instance of a class named in ``class_names``.
 
     Looks through Ray's ``cause`` wrappers and Python's ``__cause__`` chain (Serve wraps an
-    upstream actor's death in a ``RayServeException`` raised ``from`` it).
+    upstream actor's death in a ``RayServeException`` raised ``from`` it), and along each class
+    hierarchy, by name, so that this module needs no Ray import.
     """
     current: BaseException | None = exc
     for _ in range(_MAX_CAUSE_DEPTH):
         if current is None:
             return False
-        if any(kind.__name__ in _REPLICA_LOST for kind in type(current).__mro__):
+        if any(kind.__name__ in class_names for kind in type(current).__mro__):
             return True
         current = getattr(current, "cause", None) or current.__cause__
     return False
+
+
+def is_back_pressure(exc: BaseException) -> bool:
+    """Whether Serve refused the request because a deployment's ``max_queued_requests`` is full."""
+    return _caused_by(exc, _BACK_PRESSURE)
+
+
+def is_replica_lost(exc: BaseException) -> bool:
+    """Whether a stage's replica died or became unreachable while serving the request."""
+    return _caused_by(exc, _REPLICA_LOST)
 
 
 def to_service_error(exc: BaseException, *, retry_after_s: float = 2.0) -> BackgroundRemovalError:

@@ -30,6 +30,7 @@ from pipelines.errors import (
     InvalidRequestError,
 )
 from pipelines.validate import UploadLimits, check_upload
+from serve_app import API_PREFIX
 from serve_app.api_keys import ApiKeyRegistry, KeyMatch
 from serve_app.args import IngressArgs
 from serve_app.form import RemovalForm, RemovalFormReader, check_declared_length, parse_content_length
@@ -51,7 +52,6 @@ from serve_app.responses import (
 
 logger = logging.getLogger("ray.serve")
 
-API_PREFIX = "/api/background-removal"
 # Probes answer within a few seconds even while Telemetry or the controller is busy starting.
 _PROBE_TIMEOUT_S = 2.0
 
