@@ -21,7 +21,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-from PIL import Image
 
 from tests import imagegen
 
@@ -159,13 +158,6 @@ def sixteen_bit_png(width: int, height: int) -> bytes:
     return imagegen.png16_rgb_bytes(rgb16)
 
 
-def animated_gif(width: int, height: int) -> bytes:
-    frames = [Image.new("P", (width, height), colour) for colour in (1, 2)]
-    buffer = io.BytesIO()
-    frames[0].save(buffer, "GIF", save_all=True, append_images=frames[1:])
-    return buffer.getvalue()
-
-
 def avif_header() -> bytes:
     return struct.pack(">I", 28) + b"ftypavif" + struct.pack(">I", 0) + b"mif1avifmiaf" + bytes(64)
 
@@ -214,6 +206,7 @@ def image_cases() -> list[HostileCase]:
         imagegen.bmp_bytes(photo),
     )
     alpha = np.dstack([photo, imagegen.subject_alpha(160, 120)])
+    animated_gif = imagegen.animated_bytes([_photo(96, 96), _photo(96, 96, seed=2)], "GIF")
     return [
         # decompression bombs, real and claimed
         _refused("bomb-png-16000px-1bit", imagegen.bomb_png(), 400, "IMAGE_BOMB"),
@@ -250,7 +243,7 @@ def image_cases() -> list[HostileCase]:
         # formats the service does not take
         _refused("pdf", imagegen.minimal_pdf(), 400, "INVALID_FORMAT", received_format="PDF"),
         _refused("gif", imagegen.minimal_gif(), 400, "INVALID_FORMAT", received_format="GIF"),
-        _refused("gif-animated", animated_gif(96, 96), 400, "INVALID_FORMAT", received_format="GIF"),
+        _refused("gif-animated", animated_gif, 400, "INVALID_FORMAT", received_format="GIF"),
         _refused("tiff", imagegen.minimal_tiff(), 400, "INVALID_FORMAT", received_format="TIFF"),
         _refused("svg", imagegen.minimal_svg(), 400, "INVALID_FORMAT", received_format="SVG"),
         _refused("heic", imagegen.minimal_heic_header(), 400, "INVALID_FORMAT", received_format="HEIC"),
