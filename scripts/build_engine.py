@@ -4,10 +4,11 @@ or a ``torch.compile`` warm-up that fills inductor's on-disk cache.
     python scripts/build_engine.py --variant general --backend tensorrt --dtype float16 --batch-sizes 1,2,4
     python scripts/build_engine.py --variant demo --device cpu --backend eager   # smoke test
 
-Loads the same weights the service loads (``--weights`` or the usual lookup; ``--deterministic``
-for generated weights, whose engines are keyed apart), builds through the service's own
-selection, so the engine files land exactly where a replica looks for them, and prints which
-backend was built and why any fell back. Exit status 1 when the requested backend was not built.
+Loads the same weights the service loads (``--weights`` or the usual lookup), builds through the
+service's own selection, so the engine files and inductor's cache (``<engine-cache-dir>/inductor``)
+land exactly where a replica looks for them, and prints which backend was built, in how long, and
+why any fell back. Run it twice: the second ``built_s`` is what a replica's start costs with the
+cache filled. Exit status 1 when the requested backend was not built.
 """
 
 from __future__ import annotations

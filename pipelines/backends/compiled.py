@@ -6,13 +6,22 @@ compiled size, so at most ``len(batch_sizes)`` graphs exist. ``mode="reduce-over
 graphs (one per size; outputs live in graph-owned memory, so they are cloned before returning),
 ``"max-autotune-no-cudagraphs"`` autotunes kernels without them. All sizes are compiled when the
 backend is built, so a compile failure surfaces there and the selection falls back to eager.
+
+Compiling is slow (minutes for BiRefNet-general), and inductor's on-disk cache makes a repeat
+compile of the same graph take seconds. Its default home is ``/tmp``, which a container restart or
+a new node loses, so the backend keeps it beside the TensorRT engines, in
+``<engine_cache_dir>/inductor``: a replica that restarts, or any replica on a volume shared with
+``scripts/build_engine.py --backend compile``, skips the compile. ``TORCHINDUCTOR_CACHE_DIR``, when
+set, wins.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, MutableMapping
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -26,6 +35,31 @@ logger = logging.getLogger(__name__)
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 Compiler = Callable[..., Callable[[torch.Tensor], torch.Tensor]]
+
+
+INDUCTOR_CACHE_ENV = "TORCHINDUCTOR_CACHE_DIR"
+
+
+def _torch_default_cache_dir() -> str | None:
+    """Inductor's own default (``/tmp/torchinductor_<user>``), or None if this torch hides it."""
+    try:
+        from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+    except ImportError:
+        return None
+    return os.path.abspath(default_cache_dir())
+
+
+def use_compile_cache(engine_cache_dir: Path, environ: MutableMapping[str, str] = os.environ) -> Path:
+    """Point inductor's on-disk cache at ``engine_cache_dir/inductor`` unless the user chose one.
+
+    Inductor reads ``TORCHINDUCTOR_CACHE_DIR`` each time it looks for a cached graph or kernel, so
+    this takes effect for every compile after it. Importing torchvision already sets the variable
+    to inductor's default, so that value counts as "not chosen". Returns the directory in use.
+    """
+    current = environ.get(INDUCTOR_CACHE_ENV)
+    if not current or os.path.abspath(current) == _torch_default_cache_dir():
+        environ[INDUCTOR_CACHE_ENV] = str(Path(engine_cache_dir).expanduser().resolve() / "inductor")
+    return Path(environ[INDUCTOR_CACHE_ENV])
 
 
 def uses_cuda_graphs(mode: str) -> bool:
@@ -53,12 +87,14 @@ class CompiledBackend:
         compile_fn: Compiler = compiler if compiler is not None else torch.compile
         self._compiled = compile_fn(self.model, mode=mode, dynamic=False, fullgraph=False)
         self.compile_seconds: dict[int, float] = {}
+        self.cache_dir: Path | None = None
 
     @classmethod
     def build(cls, model: nn.Module, spec: BackendSpec, compiler: Compiler | None = None) -> CompiledBackend:
         """Compile and run every batch size of ``spec`` once; any failure → BackendUnavailableError."""
         try:
             backend = cls(model, spec.dtype, spec.batch_sizes, spec.compile_mode, compiler)
+            backend.cache_dir = use_compile_cache(spec.engine_cache_dir)
             backend.warm_up(spec.input_size, spec.device)
         except Exception as exc:  # any compiler error means "use the next backend"
             raise BackendUnavailableError(f"torch.compile failed: {type(exc).__name__}: {exc}") from exc
@@ -104,4 +140,6 @@ class CompiledBackend:
         return estimate_activation_mb(input_size, batch, self._dtype)
 
     def describe(self) -> str:
-        return f"torch.compile mode={self.mode} {str(self._dtype).replace('torch.', '')} batches={self._batch_sizes}"
+        dtype = str(self._dtype).replace("torch.", "")
+        described = f"torch.compile mode={self.mode} {dtype} batches={self._batch_sizes}"
+        return described if self.cache_dir is None else f"{described} cache={self.cache_dir}"

@@ -1,14 +1,20 @@
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
 
 from pipelines.backends import BackendSpec, BackendUnavailableError
-from pipelines.backends.compiled import CompiledBackend, uses_cuda_graphs
+from pipelines.backends.compiled import INDUCTOR_CACHE_ENV, CompiledBackend, use_compile_cache, uses_cuda_graphs
 from tests.pipelines.backends.fakes import MeanModel
+
+REPO = Path(__file__).resolve().parents[3]
 
 
 class RecordingCompiler:
@@ -65,3 +71,58 @@ def test_unknown_compile_mode_is_rejected() -> None:
 
 def test_cuda_graph_modes() -> None:
     assert uses_cuda_graphs("reduce-overhead") and not uses_cuda_graphs("max-autotune-no-cudagraphs")
+
+
+def test_compile_cache_defaults_beside_the_engines(tmp_path: Path) -> None:
+    environ: dict[str, str] = {}
+    assert use_compile_cache(tmp_path / "engines", environ) == tmp_path / "engines" / "inductor"
+    assert environ[INDUCTOR_CACHE_ENV] == str(tmp_path / "engines" / "inductor")
+
+
+def test_compile_cache_chosen_by_the_user_wins(tmp_path: Path) -> None:
+    environ = {INDUCTOR_CACHE_ENV: str(tmp_path / "mine")}
+    assert use_compile_cache(tmp_path / "engines", environ) == tmp_path / "mine"
+    assert environ == {INDUCTOR_CACHE_ENV: str(tmp_path / "mine")}
+
+
+def test_build_points_inductor_at_the_engine_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(INDUCTOR_CACHE_ENV, "")  # restored (unset) after the test
+    backend = CompiledBackend.build(MeanModel(), _spec(engine_cache_dir=tmp_path), compiler=RecordingCompiler())
+    assert os.environ[INDUCTOR_CACHE_ENV] == str(tmp_path / "inductor") and backend.cache_dir == tmp_path / "inductor"
+    assert f"cache={tmp_path / 'inductor'}" in backend.describe()
+
+
+_COMPILE_ONCE = """
+import sys, torch
+from pathlib import Path
+from torch._dynamo.utils import counters
+from pipelines.backends import BackendSpec
+from pipelines.backends.compiled import CompiledBackend
+
+model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(4, 1, 1))
+spec = BackendSpec(variant="tiny", input_size=(16, 16), batch_sizes=(1,), engine_cache_dir=Path(sys.argv[1]))
+CompiledBackend.build(model, spec)
+print(f"hit={counters['inductor']['fxgraph_cache_hit']} miss={counters['inductor']['fxgraph_cache_miss']}")
+"""
+
+
+def test_a_second_process_reuses_the_compiled_graph_from_the_engine_cache(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != INDUCTOR_CACHE_ENV}
+    env["PYTHONPATH"] = str(REPO)
+
+    def compile_in_a_new_process() -> str:
+        result = subprocess.run([sys.executable, "-c", _COMPILE_ONCE, str(tmp_path)], cwd=REPO, env=env,
+                                capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stderr[-2000:]
+        return result.stdout.strip().splitlines()[-1]
+
+    assert compile_in_a_new_process() == "hit=0 miss=1"
+    assert (tmp_path / "inductor").is_dir()
+    assert compile_in_a_new_process() == "hit=1 miss=0"
+
+
+def test_inductors_own_default_does_not_count_as_a_choice(tmp_path: Path) -> None:
+    from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+
+    environ = {INDUCTOR_CACHE_ENV: default_cache_dir()}  # what importing torchvision leaves behind
+    assert use_compile_cache(tmp_path, environ) == tmp_path / "inductor"
