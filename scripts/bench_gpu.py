@@ -8,6 +8,8 @@ memory (CUDA: peak allocated; CPU: the process's peak RSS so far, which only gro
 agreement with eager float32 of the same variant (mean IoU of ``alpha ≥ 0.5`` and max Δα over
 ``--agreement-inputs`` inputs). With ``--equivalence`` it also runs the float32 reference case
 (lite 288×416, TF32 off) against the official float64 mask. ``--markdown PATH`` writes the table.
+``--build-only`` builds each configuration and reports its build time alone: run first, in the
+background, it fills the compile cache (``--engine-cache-dir``) so a timed run's builds take seconds.
 
 Needs only torch, torchvision and numpy (no safetensors, OpenCV or Ray). Exit status 1 when the
 equivalence check ran and failed, else 0; configurations that fail to build are reported in the
@@ -140,8 +142,9 @@ class Bench:
         if self.device.type == "cpu" and dtype is not torch.float32:
             row.note = "skipped: half precision is CPU-unsupported or slow (model-notes §3.3)"
             return row
-        inputs = agreement_inputs(self.args.agreement_inputs, size)
-        reference = self.reference_alpha(variant, inputs)
+        if not self.args.build_only:
+            inputs = agreement_inputs(self.args.agreement_inputs, size)
+            reference = self.reference_alpha(variant, inputs)
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
         spec = BackendSpec(variant=variant, input_size=size, device=self.device, dtype=dtype,
@@ -155,6 +158,11 @@ class Bench:
             self._free()
             return row
         row.note = f"build {time.perf_counter() - start:.1f} s"
+        if self.args.build_only:
+            row.peak_mb = peak_memory_mb(self.device)
+            del backend
+            self._free()
+            return row
         try:
             row.agreement = alpha_agreement(reference, self.alphas(backend, dtype, inputs))
             runnable = [1] if not backend.batch_sizes or 1 in backend.batch_sizes else []
@@ -244,6 +252,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--equivalence", action="store_true", help="run the lite 288x416 float32 reference case")
     parser.add_argument("--reference-dir", type=Path, default=None)
     parser.add_argument("--threads", type=int, default=None, help="torch threads on CPU")
+    parser.add_argument("--build-only", action="store_true",
+                        help="only build each backend (fills the compile cache under --engine-cache-dir)")
     parser.add_argument("--time-budget-s", type=float, default=None,
                         help="skip the remaining configurations once this many seconds have passed")
     parser.add_argument("--markdown", type=Path, default=None, help="append the table to this file")
