@@ -69,7 +69,7 @@ if [ "$DRY" = "1" ]; then
 else
     MODE="GPU run"
     BENCH_EAGER=(--device cuda --variants general,lite --backends eager --dtypes float32,float16,bfloat16
-                 --batches 1,2,4,8,16 --latency-runs 30 --throughput-runs 3 --equivalence --time-budget-s 170)
+                 --batches 1,2,4,8,16 --latency-runs 30 --throughput-runs 3 --equivalence --time-budget-s 160)
     # general first: it is the goal. reduce-overhead = inductor's kernels + CUDA graphs (batch-1
     # latency is launch-bound) and no GEMM autotuning, which would time kernels on the GPU while
     # the eager step is being measured. The pre-warm compiles the same graphs in the background
@@ -82,7 +82,7 @@ else
                     --time-budget-s 100)
     # general's finest decoder level at 1024²: 256×256, 64 channels into 256-wide ASPP branches.
     BENCH_DEFORM=(--device cuda --batch 4 --channels 64 --out-channels 256 --size 256 --repeats 10)
-    LIMITS=(90 210 150 30 300)
+    LIMITS=(100 200 150 30 300)
 fi
 
 say "# gpu_check — $MODE" ""
