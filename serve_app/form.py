@@ -145,7 +145,9 @@ class RemovalFormReader:
             raise InvalidRequestError(f"Incomplete multipart body: {_EXPECTED}")
         images = self._parts.get("image", [])
         if not images:
-            raise InvalidRequestError("Missing form field 'image'", field="image")
+            files = [name for name, parts in self._parts.items() if any(f is not None for _, f, _ in parts)]
+            sent = f" (a file came as '{files[0]}'; send it as 'image')" if files else ""
+            raise InvalidRequestError(f"Missing form field 'image'{sent}", field="image")
         for name in ("image", "smoothing", "return_base64"):
             if len(self._parts.get(name, [])) > 1:
                 raise InvalidRequestError(f"Form field '{name}' must appear once", field=name)
@@ -199,8 +201,14 @@ class RemovalFormReader:
             if self._size > self._max_file_bytes:
                 raise file_too_large(max(self._size, self._declared_length or 0), self._max_file_bytes)
         elif self._size > _MAX_FIELD_BYTES:
+            if self._is_file_part():  # curl -F file=@photo.jpg: the usual slip
+                raise InvalidRequestError(f"Unexpected file field '{self._name}': {_EXPECTED}", field="image")
             raise InvalidRequestError(f"Form field '{self._name}' is too long", field=self._name)
         self._chunks.append(data[start:end])
+
+    def _is_file_part(self) -> bool:
+        _, params = parse_options_header(self._headers.get("content-disposition", b""))
+        return b"filename" in params
 
     def _on_part_end(self) -> None:
         name = self._name

@@ -61,6 +61,20 @@ def test_form_rejects_missing_image() -> None:
         read(multipart(("smoothing", b"true", None)))
 
 
+def test_a_photo_sent_under_another_name_is_pointed_at_the_image_field() -> None:
+    with pytest.raises(InvalidRequestError, match="Unexpected file field 'file'.*'image' file field") as big:
+        read(multipart(("file", b"\x89PNG" + b"x" * 5000, "photo.png")), max_file_bytes=10_000)
+    assert big.value.fields == {"field": "image"}
+    with pytest.raises(InvalidRequestError, match=r"Missing form field 'image' \(a file came as 'upload'"):
+        read(multipart(("upload", b"\x89PNG tiny", "photo.png")))
+
+
+def test_form_rejects_a_long_text_field() -> None:
+    with pytest.raises(InvalidRequestError, match="Form field 'note' is too long") as long:
+        read(multipart(("image", b"x", "a.png"), ("note", b"n" * 2000, None)))
+    assert long.value.fields == {"field": "note"}
+
+
 def test_form_rejects_duplicated_image() -> None:
     with pytest.raises(InvalidRequestError, match="must appear once"):
         read(multipart(("image", b"x", "a.png"), ("image", b"y", "b.png")))
