@@ -9,11 +9,13 @@ builder decides (see :func:`serve_app.app.inference_actor_options`).
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 _MEBIBYTE = 1024 * 1024
+# A browser origin: scheme://host[:port], no path or trailing slash (what the Origin header carries).
+_ORIGIN = r"^(\*|https?://[^/\s]+)$"
 
 
 class _Strict(BaseModel):
@@ -92,10 +94,14 @@ class IngressArgs(_Strict):
         timeout_s: end-to-end processing budget per image (504 PROCESSING_TIMEOUT past it). Keep
             ``http_options.request_timeout_s`` above it so the spec's 504 wins over Serve's 408.
         overloaded_retry_after_s: ``Retry-After`` of 503 SERVICE_OVERLOADED.
+        cors_allow_origins: origins whose browser pages may call the API from another origin
+            (``https://app.example.com``, ``http://localhost:3000``; ``*`` for any). Empty: no
+            CORS headers, so only same-origin pages (or a reverse proxy on their origin) can.
     """
 
     timeout_s: float = Field(default=30.0, gt=0)
     overloaded_retry_after_s: float = Field(default=2.0, gt=0)
+    cors_allow_origins: tuple[Annotated[str, Field(pattern=_ORIGIN)], ...] = ()
 
 
 class InferenceArgs(_Strict):

@@ -33,6 +33,7 @@ from pipelines.validate import UploadLimits, check_upload
 from serve_app import API_PREFIX
 from serve_app.api_keys import ApiKeyRegistry, KeyMatch
 from serve_app.args import IngressArgs
+from serve_app.cors import ReplicaCORS
 from serve_app.form import RemovalForm, RemovalFormReader, check_declared_length, parse_content_length
 from serve_app.health import API_VERSION, SERVICE_NAME, Answer, assess_health, assess_readiness
 from serve_app.metrics import RequestMetrics, StageMetrics
@@ -117,6 +118,9 @@ api = FastAPI(
 )
 
 
+api.add_middleware(ReplicaCORS)
+
+
 @api.exception_handler(RequestValidationError)
 async def _invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
     logger.info("Request validation failed: %s", exc.errors())
@@ -168,6 +172,7 @@ class Ingress:
         self._limits = limits
         self._settings = settings
         self._api_keys = api_keys
+        ReplicaCORS.allow_origins = settings.cors_allow_origins  # read when the app starts, just after
         self._app_name = serve.get_replica_context().app_name
         self._requests = RequestMetrics()
         self._latency = StageMetrics("ingress")

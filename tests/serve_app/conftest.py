@@ -9,7 +9,8 @@ Three applications run side by side, deployed from config dicts the way ``serve 
   timeouts, GPU memory errors, unexpected errors, back-pressure and the missing-weights → ready
   transition happen on cue;
 * ``secured`` at ``/secured``: the scripted segmenter behind required API keys, one read from a
-  key file and one from an environment variable (both holding SHA-256 digests).
+  key file and one from an environment variable (both holding SHA-256 digests), open to browser
+  pages from ``CORS_ORIGIN``.
 
 Test modules take the ``service`` fixture and use ``service.base`` / ``service.remove(...)``; the
 helpers below (``PREFIX``, ``poll``, ``flat_jpeg``...) are imported from here.
@@ -40,6 +41,8 @@ LIMITED_KEY = "limited-key"
 FILE_KEY = "file-key-3c1d9a"
 ENV_KEY = "env-key-77b0e2"
 KEYS_ENV_VAR = "BIREFNET_TEST_API_KEYS"
+# The ``secured`` app lets browser pages from this origin call it (ingress.cors_allow_origins).
+CORS_ORIGIN = "http://localhost:3000"
 READY_TIMEOUT_S = 120.0
 
 
@@ -124,6 +127,7 @@ def deploy_config(port: int, weights: Path, scratch: Path, key_file: Path) -> di
         "import_path": "serve_app.app:build_app",
         "args": {
             "model": {"variant": "demo", "segmenter_factory": "tests.serve_app.fakes:build_fake_segmenter"},
+            "ingress": {"cors_allow_origins": [CORS_ORIGIN]},
             "inference": {"num_cpus": 0.05, "warm_up": False, "report_interval_s": 1},
             "rate_limit": {"enabled": False},
             "api_keys": {"required": True, "file": str(key_file), "env_var": KEYS_ENV_VAR},

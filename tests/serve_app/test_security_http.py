@@ -15,7 +15,7 @@ import pytest
 import requests
 
 from tests import hostile, imagegen
-from tests.serve_app.conftest import ENV_KEY, FILE_KEY, PREFIX, Service, flat_jpeg, poll
+from tests.serve_app.conftest import CORS_ORIGIN, ENV_KEY, FILE_KEY, PREFIX, Service, flat_jpeg, poll
 
 pytestmark = pytest.mark.serve
 
@@ -56,6 +56,31 @@ def test_probes_need_no_key(service: Service) -> None:
 
 def test_keys_are_off_on_the_local_app(service: Service, photo: bytes) -> None:
     assert service.remove(photo).status_code == 200
+
+
+# -- browsers on other origins ----------------------------------------------------------------------
+
+
+def test_a_listed_origin_passes_the_preflight_and_reads_the_headers(service: Service, photo: bytes) -> None:
+    url = f"{service.secured}{PREFIX}/remove"
+    preflight = requests.options(url, timeout=10, headers={
+        "Origin": CORS_ORIGIN, "Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "x-api-key"})
+    assert preflight.status_code == 200, preflight.text
+    assert preflight.headers["Access-Control-Allow-Origin"] == CORS_ORIGIN
+    assert "x-api-key" in preflight.headers["Access-Control-Allow-Headers"].lower()
+    response = service.remove(photo, base=service.secured, headers={"X-API-Key": FILE_KEY, "Origin": CORS_ORIGIN})
+    assert response.status_code == 200 and response.headers["Access-Control-Allow-Origin"] == CORS_ORIGIN
+    exposed = {h.strip().lower() for h in response.headers["Access-Control-Expose-Headers"].split(",")}
+    assert {"x-processing-time-ms", "x-original-size", "x-subject-found", "content-disposition"} <= exposed
+    refused = service.remove(photo, base=service.secured, headers={"Origin": CORS_ORIGIN})
+    assert refused.status_code == 401 and refused.headers["Access-Control-Allow-Origin"] == CORS_ORIGIN
+
+
+def test_other_origins_get_no_cors_headers(service: Service, photo: bytes) -> None:
+    elsewhere = service.remove(photo, base=service.secured, headers={"X-API-Key": FILE_KEY, "Origin": "https://evil.example"})
+    assert elsewhere.status_code == 200 and "Access-Control-Allow-Origin" not in elsewhere.headers
+    local = service.remove(photo, headers={"Origin": CORS_ORIGIN})  # the main app lists no origin
+    assert local.status_code == 200 and "Access-Control-Allow-Origin" not in local.headers
 
 
 # -- limits and error bodies ------------------------------------------------------------------------
