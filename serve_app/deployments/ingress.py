@@ -21,6 +21,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 from ray import serve
 from ray.serve.handle import DeploymentHandle
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from pipelines.datatypes import RemovalOptions
 from pipelines.encode import to_data_url
@@ -119,6 +120,24 @@ api = FastAPI(
 
 
 api.add_middleware(ReplicaCORS)
+
+
+# FastAPI's own 404 and 405 answers, in the service's error shape (detail + error_code).
+_ROUTING_ERROR_CODES = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED"}
+
+
+@api.exception_handler(StarletteHTTPException)
+async def _routing_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    if exc.status_code == 405:
+        allowed = (exc.headers or {}).get("Allow", "")
+        detail = f"{request.method} is not allowed here; use {allowed}" if allowed else "Method not allowed"
+    elif exc.status_code == 404:
+        api_root = f"{request.scope.get('root_path', '')}{API_PREFIX}"  # root_path: the app's route prefix
+        detail = f"No such endpoint; the API is POST {api_root}/remove, GET {api_root}/health and {api_root}/ready"
+    else:
+        detail = str(exc.detail)
+    code = _ROUTING_ERROR_CODES.get(exc.status_code, "INVALID_REQUEST" if exc.status_code < 500 else "INFERENCE_ERROR")
+    return JSONResponse({"detail": detail, "error_code": code}, status_code=exc.status_code, headers=exc.headers)
 
 
 @api.exception_handler(RequestValidationError)

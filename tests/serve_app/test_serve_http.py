@@ -213,6 +213,14 @@ def test_malformed_forms_are_400_invalid_request(
     assert detail in body["detail"]
 
 
+def test_wrong_method_and_unknown_path_answer_in_the_error_shape(service: Service) -> None:
+    body = error_body(requests.get(f"{service.base}{PREFIX}/remove", timeout=10), 405, "METHOD_NOT_ALLOWED")
+    assert body["detail"] == "GET is not allowed here; use POST"
+    assert requests.delete(f"{service.base}{PREFIX}/health", timeout=10).headers["Allow"] == "GET"
+    body = error_body(requests.get(f"{service.secured}{PREFIX}/remvoe", timeout=10), 404, "NOT_FOUND")
+    assert f"POST /secured{PREFIX}/remove" in body["detail"]
+
+
 def test_rate_limit_is_429_with_the_spec_fields_and_headers(service: Service) -> None:
     headers = {"X-API-Key": LIMITED_KEY}
     url = f"{service.base}{PREFIX}/remove"
