@@ -14,6 +14,8 @@ survive pickling across Ray replicas unchanged.
     ├── ImageTooLargeError                 (400 IMAGE_TOO_LARGE: dimensions or megapixels)
     ├── ImageBombError                     (400 IMAGE_BOMB)
     ├── UnauthorizedError                  (401 UNAUTHORIZED)
+    ├── EndpointNotFoundError              (404 NOT_FOUND: no route at that path)
+    ├── MethodNotAllowedError              (405 METHOD_NOT_ALLOWED: Allow header)
     ├── FileTooLargeError                  (413 FILE_TOO_LARGE)
     ├── RateLimitExceededError             (429 RATE_LIMIT_EXCEEDED)
     ├── ServiceOverloadedError             (503 SERVICE_OVERLOADED: queue full)
@@ -111,6 +113,24 @@ class UnauthorizedError(BackgroundRemovalError):
     status_code = 401
     error_code = "UNAUTHORIZED"
     default_detail = "A valid API key is required (X-API-Key header)"
+
+
+class EndpointNotFoundError(BackgroundRemovalError):
+    status_code = 404
+    error_code = "NOT_FOUND"
+    default_detail = "No such endpoint"
+
+
+class MethodNotAllowedError(BackgroundRemovalError):
+    """Fields: ``allowed_methods``, also sent as the ``Allow`` header."""
+
+    status_code = 405
+    error_code = "METHOD_NOT_ALLOWED"
+    default_detail = "Method not allowed"
+
+    def headers(self) -> dict[str, str]:
+        allowed = self.fields.get("allowed_methods")
+        return {**super().headers(), **({"Allow": ", ".join(allowed)} if allowed else {})}
 
 
 class FileTooLargeError(BackgroundRemovalError):

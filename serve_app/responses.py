@@ -14,9 +14,12 @@ from urllib.parse import quote
 
 from pipelines.errors import (
     BackgroundRemovalError,
+    EndpointNotFoundError,
     GpuMemoryExhaustedError,
     InferenceError,
     InvalidFormatError,
+    InvalidRequestError,
+    MethodNotAllowedError,
     ProcessingTimeoutError,
     ServiceOverloadedError,
 )
@@ -185,6 +188,18 @@ def timeout_error(timeout_s: float, elapsed_s: float) -> ProcessingTimeoutError:
     return ProcessingTimeoutError(
         f"Processing timeout exceeded {timeout_s:g} seconds", elapsed_seconds=round(elapsed_s, 1)
     )
+
+
+def routing_error(status: int, method: str, allow_header: str | None, api_root: str) -> BackgroundRemovalError:
+    """The service's error for FastAPI's own 404 / 405 (``api_root``: route prefix + API prefix)."""
+    if status == 405:
+        allowed = [m.strip() for m in (allow_header or "").split(",") if m.strip()]
+        return MethodNotAllowedError(f"{method} is not allowed here; use {', '.join(allowed) or 'another method'}",
+                                     allowed_methods=allowed)
+    if status == 404:
+        return EndpointNotFoundError(
+            f"No such endpoint; the API is POST {api_root}/remove, GET {api_root}/health and {api_root}/ready")
+    return InvalidRequestError() if status < 500 else InferenceError()
 
 
 def error_parts(error: BackgroundRemovalError) -> tuple[int, dict[str, Any], dict[str, str]]:

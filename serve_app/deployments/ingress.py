@@ -46,6 +46,7 @@ from serve_app.responses import (
     processing_info,
     result_filename,
     result_headers,
+    routing_error,
     timeout_error,
     to_service_error,
     utc_now,
@@ -122,22 +123,13 @@ api = FastAPI(
 api.add_middleware(ReplicaCORS)
 
 
-# FastAPI's own 404 and 405 answers, in the service's error shape (detail + error_code).
-_ROUTING_ERROR_CODES = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED"}
-
-
 @api.exception_handler(StarletteHTTPException)
 async def _routing_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-    if exc.status_code == 405:
-        allowed = (exc.headers or {}).get("Allow", "")
-        detail = f"{request.method} is not allowed here; use {allowed}" if allowed else "Method not allowed"
-    elif exc.status_code == 404:
-        api_root = f"{request.scope.get('root_path', '')}{API_PREFIX}"  # root_path: the app's route prefix
-        detail = f"No such endpoint; the API is POST {api_root}/remove, GET {api_root}/health and {api_root}/ready"
-    else:
-        detail = str(exc.detail)
-    code = _ROUTING_ERROR_CODES.get(exc.status_code, "INVALID_REQUEST" if exc.status_code < 500 else "INFERENCE_ERROR")
-    return JSONResponse({"detail": detail, "error_code": code}, status_code=exc.status_code, headers=exc.headers)
+    """FastAPI's own 404 / 405 answers, in the service's error shape."""
+    api_root = f"{request.scope.get('root_path', '')}{API_PREFIX}"  # root_path: the app's route prefix
+    error = routing_error(exc.status_code, request.method, (exc.headers or {}).get("Allow"), api_root)
+    status, body, headers = error_parts(error)
+    return JSONResponse(body, status_code=status, headers=headers)
 
 
 @api.exception_handler(RequestValidationError)

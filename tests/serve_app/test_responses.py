@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import pickle
 from datetime import datetime, timezone
 
 import pytest
@@ -24,6 +25,7 @@ from serve_app.responses import (
     processing_info,
     result_filename,
     result_headers,
+    routing_error,
     timeout_error,
     to_service_error,
     with_received_format,
@@ -110,6 +112,25 @@ def test_error_parts_of_a_spec_error() -> None:
     assert status == 400
     assert body["error_code"] == "IMAGE_BOMB" and body["ratio"] == 1024.3
     assert headers == {}
+
+
+def test_wrong_method_names_the_allowed_ones_in_body_and_header() -> None:
+    status, body, headers = error_parts(routing_error(405, "GET", "POST", "/api/background-removal"))
+    assert status == 405 and headers == {"Allow": "POST"}
+    assert body == {"detail": "GET is not allowed here; use POST", "error_code": "METHOD_NOT_ALLOWED",
+                    "allowed_methods": ["POST"]}
+
+
+def test_unknown_path_lists_the_endpoints_under_the_route_prefix() -> None:
+    status, body, headers = error_parts(routing_error(404, "POST", None, "/secured/api/background-removal"))
+    assert (status, body["error_code"], headers) == (404, "NOT_FOUND", {})
+    assert "POST /secured/api/background-removal/remove" in body["detail"]
+
+
+def test_routing_errors_survive_pickling_between_replicas() -> None:
+    error = routing_error(405, "PUT", "GET, HEAD", "/api")
+    copy = pickle.loads(pickle.dumps(error))
+    assert type(copy) is type(error) and copy.headers() == {"Allow": "GET, HEAD"} and str(copy) == str(error)
 
 
 def test_gpu_memory_error_gets_the_appendix_fields() -> None:

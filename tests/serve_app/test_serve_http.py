@@ -215,7 +215,7 @@ def test_malformed_forms_are_400_invalid_request(
 
 def test_wrong_method_and_unknown_path_answer_in_the_error_shape(service: Service) -> None:
     body = error_body(requests.get(f"{service.base}{PREFIX}/remove", timeout=10), 405, "METHOD_NOT_ALLOWED")
-    assert body["detail"] == "GET is not allowed here; use POST"
+    assert body["detail"] == "GET is not allowed here; use POST" and body["allowed_methods"] == ["POST"]
     assert requests.delete(f"{service.base}{PREFIX}/health", timeout=10).headers["Allow"] == "GET"
     body = error_body(requests.get(f"{service.secured}{PREFIX}/remvoe", timeout=10), 404, "NOT_FOUND")
     assert f"POST /secured{PREFIX}/remove" in body["detail"]
