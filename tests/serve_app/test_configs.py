@@ -104,3 +104,16 @@ def test_rate_limit_tiers_must_exist() -> None:
         AppArgs.model_validate({"api_keys": {"hashes": {"0" * 64: "platinum"}}})
     with pytest.raises(ValidationError, match="default_tier"):
         AppArgs.model_validate({"rate_limit": {"default_tier": "gold"}})
+
+
+@pytest.mark.parametrize("origin", ["https://app.example.com/", "app.example.com", "ftp://files.example", ""])
+def test_cors_origins_must_be_what_an_origin_header_carries(origin: str) -> None:
+    with pytest.raises(ValidationError, match="cors_allow_origins"):
+        AppArgs.model_validate({"ingress": {"cors_allow_origins": [origin]}})
+
+
+def test_cors_origins_accept_hosts_ports_and_any() -> None:
+    origins = ["https://app.example.com", "http://localhost:3000", "*"]
+    assert AppArgs.model_validate({"ingress": {"cors_allow_origins": origins}}).ingress.cors_allow_origins == tuple(
+        origins
+    )
