@@ -374,7 +374,7 @@ def test_python_handle_returns_a_typed_result(service: Service, small_photo: np.
     assert original.to_body()["error_code"] == "INVALID_FORMAT"
 
 
-# -- the spec's own client examples (§7.1, §7.3) ---------------------------------------------------
+# -- the spec's own client examples (§7.1, §7.2, §7.3) ---------------------------------------------------
 
 
 @pytest.fixture
@@ -433,6 +433,27 @@ def test_spec_curl_examples(service: Service, portrait_file: Path) -> None:
         ["curl", "-sS", "-X", "GET", f"{url}/health"], check=True, timeout=30, capture_output=True, text=True
     )
     assert json.loads(health.stdout)["service"] == "BiRefNet Background Removal"
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed")
+def test_spec_typescript_example_through_browser_fetch(service: Service, portrait_file: Path) -> None:
+    script = Path(__file__).with_name("spec_example_client.mjs")
+
+    def run(path: Path, content_type: str) -> dict[str, Any]:
+        done = subprocess.run(["node", str(script), service.base, str(path), content_type], check=True, timeout=60,
+                              capture_output=True, text=True)
+        result: dict[str, Any] = json.loads(done.stdout)
+        return result
+
+    result = run(portrait_file, "image/jpeg")
+    assert result["ok"], result
+    assert result["info"]["original_size"] == "1920x1080" and result["info"]["model_version"] == "BiRefNet-demo"
+    assert result["info"]["processing_time_ms"] > 0
+    assert result["blob_type"] == "image/png" and result["signature"] == "89504e470d0a1a0a"
+    text = portrait_file.with_name("notes.txt")
+    text.write_text("not a picture")
+    assert run(text, "text/plain") == {
+        "ok": False, "error": "Unsupported file format (TEXT). Please upload JPEG, PNG, WebP or BMP."}
 
 
 @pytest.fixture
