@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import time
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -24,6 +23,7 @@ from torchvision.ops import deform_conv2d
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pipelines.model.birefnet import deform_conv2d_by_sampling  # noqa: E402
+from pipelines.timing import timed  # noqa: E402
 
 
 def _torchvision(x: torch.Tensor, offset: torch.Tensor, weight: torch.Tensor, padding: int,
@@ -48,16 +48,7 @@ def _forward_backward(impl: Callable[..., torch.Tensor], inputs: tuple[object, .
 
 def median_seconds(fn: Callable[[], object], repeats: int, device: torch.device) -> float:
     fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return statistics.median(timed(fn, device) for _ in range(repeats))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -40,6 +40,7 @@ from pipelines.model.birefnet import create_model  # noqa: E402
 from pipelines.model.deterministic import deterministic_input, deterministic_state_dict  # noqa: E402
 from pipelines.model.variants import get_variant  # noqa: E402
 from pipelines.segmenter import logits_to_alpha  # noqa: E402
+from pipelines.timing import timed  # noqa: E402
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 _REPO = Path(__file__).resolve().parents[1]
@@ -64,20 +65,6 @@ class Row:
 def percentile(values: list[float], q: float) -> float:
     """The ``q``-th percentile (0–100) by linear interpolation."""
     return float(np.percentile(np.asarray(values), q))
-
-
-def _synchronise(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def timed(run: Callable[[], object], device: torch.device) -> float:
-    """Seconds one call takes, the device synchronised before and after."""
-    _synchronise(device)
-    start = time.perf_counter()
-    run()
-    _synchronise(device)
-    return time.perf_counter() - start
 
 
 def peak_memory_mb(device: torch.device) -> float:

@@ -12,7 +12,6 @@ import argparse
 import resource
 import statistics
 import sys
-import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -22,6 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pipelines.model.birefnet import DeformSampling, create_model  # noqa: E402
 from pipelines.model.variants import VARIANTS, get_variant  # noqa: E402
+from pipelines.timing import timed  # noqa: E402
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -53,18 +53,12 @@ def main(argv: list[str] | None = None) -> int:
     x = torch.randn(args.batch, 3, height, width, device=device, dtype=DTYPES[args.dtype])
     rss_model = peak_rss_mb()
 
-    def forward() -> float:
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
+    def run() -> None:
         with torch.inference_mode():
             model(x)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        return time.perf_counter() - start
 
-    warm = forward()
-    times = [forward() for _ in range(args.runs)]
+    warm = timed(run, device)
+    times = [timed(run, device) for _ in range(args.runs)]
     median = statistics.median(times)
     extra = ""
     if device.type == "cuda":
