@@ -111,6 +111,7 @@ class RemovalFormReader:
         self._header_value = bytearray()
         self._headers: dict[str, bytes] = {}
         self._name: str | None = None
+        self._filename: str | None = None  # the part's filename parameter: None for a plain field
         self._chunks: list[bytes] = []
         self._size = 0
         self._finished = False
@@ -174,6 +175,7 @@ class RemovalFormReader:
             raise InvalidRequestError(f"Too many form fields (at most {_MAX_PARTS})")
         self._headers = {}
         self._name = None
+        self._filename = None
         self._chunks = []
         self._size = 0
 
@@ -194,6 +196,8 @@ class RemovalFormReader:
         if disposition != b"form-data" or name is None:
             raise InvalidRequestError(f"A form part has no name: {_EXPECTED}")
         self._name = name.decode("utf-8", errors="replace")
+        filename = params.get(b"filename")
+        self._filename = filename.decode("utf-8", errors="replace") if filename is not None else None
 
     def _on_part_data(self, data: bytes, start: int, end: int) -> None:
         self._size += end - start
@@ -201,26 +205,20 @@ class RemovalFormReader:
             if self._size > self._max_file_bytes:
                 raise file_too_large(max(self._size, self._declared_length or 0), self._max_file_bytes)
         elif self._size > _MAX_FIELD_BYTES:
-            if self._is_file_part():  # curl -F file=@photo.jpg: the usual slip
+            if self._filename is not None:  # curl -F file=@photo.jpg: the usual slip
                 raise InvalidRequestError(f"Unexpected file field '{self._name}': {_EXPECTED}", field="image")
             raise InvalidRequestError(f"Form field '{self._name}' is too long", field=self._name)
         self._chunks.append(data[start:end])
-
-    def _is_file_part(self) -> bool:
-        _, params = parse_options_header(self._headers.get("content-disposition", b""))
-        return b"filename" in params
 
     def _on_part_end(self) -> None:
         name = self._name
         if name is None:
             raise InvalidRequestError(f"A form part has no name: {_EXPECTED}")
-        _, params = parse_options_header(self._headers.get("content-disposition", b""))
-        filename = params.get(b"filename")
         content_type = self._headers.get("content-type")
         self._parts.setdefault(name, []).append(
             (
                 b"".join(self._chunks),
-                filename.decode("utf-8", errors="replace") if filename is not None else None,
+                self._filename,
                 content_type.decode("latin-1").strip() if content_type else None,
             )
         )
