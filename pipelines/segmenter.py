@@ -99,6 +99,7 @@ class SegmenterInfo:
     backend: str
     tensorrt_enabled: bool
     tensorrt_reason: str
+    backend_fallbacks: tuple[tuple[str, str], ...]
     gpu_memory_free_mb: float | None
     checkpoint_path: str
     checkpoint_present: bool
@@ -179,6 +180,8 @@ class Segmenter:
         memory_check: pre-check free GPU memory per batch.
         backend: how the model runs; None → eager on ``model`` in ``dtype``.
         tensorrt_reason: why TensorRT is (not) in use, for ``/health``.
+        backend_fallbacks: ``(backend, reason)`` of each backend that could not be built before
+            ``backend`` was, for ``/health``.
     """
 
     def __init__(
@@ -191,6 +194,7 @@ class Segmenter:
         memory_check: bool = True,
         backend: InferenceBackend | None = None,
         tensorrt_reason: str = "TensorRT backend not selected (backend: eager)",
+        backend_fallbacks: tuple[tuple[str, str], ...] = (),
     ) -> None:
         self.model = model
         self.variant = variant
@@ -200,6 +204,7 @@ class Segmenter:
         self.memory_check = memory_check and device.type == "cuda"
         self.inference_backend: InferenceBackend = backend if backend is not None else EagerBackend(model, dtype)
         self.tensorrt_reason = tensorrt_reason
+        self.backend_fallbacks = backend_fallbacks
         self._staging = PinnedStaging(pin=device.type == "cuda")
         # One batch on the device at a time: the pinned buffer and CUDA graphs are reused.
         self._lock = threading.RLock()
@@ -245,7 +250,8 @@ class Segmenter:
         if device.type == "cuda" and choice.failures:
             torch.cuda.empty_cache()  # what a failed build left in the caching allocator
         return cls(model, variant, device, dtype, checkpoint, settings.memory_check,
-                   backend=choice.backend, tensorrt_reason=choice.tensorrt_reason)
+                   backend=choice.backend, tensorrt_reason=choice.tensorrt_reason,
+                   backend_fallbacks=choice.failures)
 
     # -- properties ---------------------------------------------------------------------------
 
@@ -277,6 +283,7 @@ class Segmenter:
             backend=self.backend,
             tensorrt_enabled=self.backend == "tensorrt",
             tensorrt_reason=self.tensorrt_reason,
+            backend_fallbacks=self.backend_fallbacks,
             gpu_memory_free_mb=self.gpu_memory_free_mb(),
             checkpoint_path=self.checkpoint,
             checkpoint_present=not self.checkpoint or Path(self.checkpoint).is_file(),

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -82,8 +82,9 @@ class Answer:
 
 
 def assess_health(reports: Sequence[ModelReport], latency: LatencySummary) -> Answer:
-    """``/health``: 200 healthy (all replicas on CUDA) or degraded (CPU, or some replica not
-    ready), 503 unhealthy (no replica ready) with the spec's ``error``/``detail``.
+    """``/health``: 200 healthy (all replicas on CUDA with the configured backend) or degraded (CPU,
+    a backend that fell back, or some replica not ready), 503 unhealthy (no replica ready) with the
+    spec's ``error``/``detail``.
 
     Args:
         reports: fresh reports, one per live Inference replica.
@@ -101,25 +102,36 @@ def assess_health(reports: Sequence[ModelReport], latency: LatencySummary) -> An
         return Answer(503, {"status": "unhealthy", "error": error, "detail": detail})
     primary = ready[0]
     all_gpu = all(r.device == "cuda" for r in ready)
-    status = "healthy" if all_gpu and len(ready) == len(reports) else "degraded"
+    fallbacks = {name: reason for r in ready for name, reason in r.backend_fallbacks}
+    status = "healthy" if all_gpu and len(ready) == len(reports) and not fallbacks else "degraded"
+    without_tensorrt = [r for r in ready if not r.tensorrt_enabled]
     body: dict[str, Any] = {
         "status": status,
         "service": SERVICE_NAME,
         "version": API_VERSION,
         "model": primary.model_name,
         "device": "cuda" if all_gpu else "cpu",
-        "tensorrt_enabled": all(r.tensorrt_enabled for r in ready),
+        "tensorrt_enabled": not without_tensorrt,
+        "tensorrt_reason": (without_tensorrt or ready)[0].tensorrt_reason,
+        "backend": _joined(r.backend for r in ready),
+        "dtype": _joined(r.dtype for r in ready),
+        "backend_fallbacks": fallbacks,
         "gpu_memory_free_mb": _least_free_gpu_memory(ready),
         "model_files_status": {
             "checkpoint": all(r.checkpoint_present for r in ready),
             # The architecture config is code (one entry per variant), present once a model loads.
             "config": True,
-            "tensorrt_engine": all(r.tensorrt_enabled for r in ready),
+            "tensorrt_engine": not without_tensorrt,
         },
         "performance_metrics": latency.to_dict(),
         "model_replicas": {"ready": len(ready), "total": len(reports)},
     }
     return Answer(200, body)
+
+
+def _joined(values: Iterable[str]) -> str:
+    """One value when the replicas agree, else the distinct ones: ``eager,tensorrt``."""
+    return ",".join(sorted(set(values)))
 
 
 def _least_free_gpu_memory(reports: Sequence[ModelReport]) -> float | None:

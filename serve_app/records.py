@@ -98,8 +98,9 @@ class ModelReport:
         state: loading, ready (weights loaded and warmed up) or failed (weights missing, or loading
             raised).
         reported_at: wall-clock seconds (``time.time()``) of the report.
-        model_name, device, backend, tensorrt_enabled, gpu_memory_free_mb, checkpoint_path,
-        checkpoint_present: from ``SegmenterInfo`` once loaded; best-effort before.
+        model_name, device, dtype, backend, tensorrt_enabled, tensorrt_reason, backend_fallbacks,
+        gpu_memory_free_mb, checkpoint_path, checkpoint_present: from ``SegmenterInfo`` once
+        loaded; best-effort before.
         error: ``(title, detail)`` of a failed load, shown by ``/health``.
     """
 
@@ -108,8 +109,11 @@ class ModelReport:
     reported_at: float
     model_name: str
     device: str
+    dtype: str = "float32"
     backend: str = "eager"
     tensorrt_enabled: bool = False
+    tensorrt_reason: str = ""
+    backend_fallbacks: tuple[tuple[str, str], ...] = ()
     gpu_memory_free_mb: float | None = None
     checkpoint_path: str = ""
     checkpoint_present: bool = False

@@ -29,8 +29,11 @@ SECRET = "CUDA error: out of memory (error code 2) at /opt/secret/kernel.cu:347"
 class FakeInfo:
     model_name: str = "BiRefNet-fake"
     device: str = "cpu"
+    dtype: str = "float32"
     backend: str = "scripted"
     tensorrt_enabled: bool = False
+    tensorrt_reason: str = "TensorRT backend not selected (backend: scripted)"
+    backend_fallbacks: tuple[tuple[str, str], ...] = ()
     gpu_memory_free_mb: float | None = None
     checkpoint_path: str = ""
     checkpoint_present: bool = True

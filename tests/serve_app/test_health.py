@@ -33,6 +33,26 @@ def test_health_on_gpu_is_healthy_with_every_spec_field() -> None:
     }
 
 
+def test_health_names_the_backend_and_why_tensorrt_is_off() -> None:
+    reason = "torch_tensorrt is not installed (pip install -e '.[tensorrt]')"
+    fell_back = report(device="cuda", backend="compile", dtype="float16", tensorrt_reason=reason,
+                       backend_fallbacks=(("tensorrt", reason),))
+    body = assess_health([fell_back], EMPTY).body
+    assert body["status"] == "degraded"  # on CUDA, but not with the backend it was configured for
+    assert body["tensorrt_enabled"] is False and body["tensorrt_reason"] == reason
+    assert body["backend"] == "compile" and body["dtype"] == "float16"
+    assert body["backend_fallbacks"] == {"tensorrt": reason}
+
+
+def test_health_reports_each_backend_when_replicas_differ() -> None:
+    trt = report("r1", device="cuda", backend="tensorrt", tensorrt_enabled=True, tensorrt_reason="engine x")
+    eager = report("r2", device="cuda", backend="eager", tensorrt_reason="not selected")
+    body = assess_health([trt, eager], EMPTY).body
+    assert body["status"] == "healthy" and body["backend"] == "eager,tensorrt"
+    assert body["tensorrt_enabled"] is False and body["tensorrt_reason"] == "not selected"
+    assert body["model_files_status"]["tensorrt_engine"] is False
+
+
 def test_health_on_cpu_is_degraded() -> None:
     answer = assess_health([report(device="cpu")], EMPTY)
     assert answer.status_code == 200

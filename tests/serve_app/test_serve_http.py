@@ -328,6 +328,8 @@ def test_health_reports_every_spec_field(service: Service, small_photo: np.ndarr
     assert body["service"] == "BiRefNet Background Removal" and body["version"] == "1.0.0"
     assert body["model"] == "BiRefNet-demo" and body["device"] == "cpu"
     assert body["tensorrt_enabled"] is False and body["gpu_memory_free_mb"] is None
+    assert body["tensorrt_reason"] == "TensorRT backend not selected (backend: eager)"
+    assert body["backend"] == "eager" and body["dtype"] == "float32" and body["backend_fallbacks"] == {}
     assert set(body["model_files_status"]) == {"checkpoint", "config", "tensorrt_engine"}
     metrics = body["performance_metrics"]
     assert set(metrics) == {"avg_latency_ms", "p95_latency_ms", "p99_latency_ms", "requests_last_hour"}

@@ -78,10 +78,12 @@ def test_segmenter_reports_tensorrt_disabled_with_the_reason() -> None:
     builders = {**DEFAULT_BUILDERS, "compile": _failing("no compiler here")}
     choice = build_backend(model, "tensorrt", _spec(), builders)
     segmenter = Segmenter(model, get_variant("demo"), torch.device("cpu"),  # type: ignore[arg-type]
-                          backend=choice.backend, tensorrt_reason=choice.tensorrt_reason)
+                          backend=choice.backend, tensorrt_reason=choice.tensorrt_reason,
+                          backend_fallbacks=choice.failures)
     info = segmenter.info()
     assert info.backend == "eager" and info.tensorrt_enabled is False
     assert "torch_tensorrt is not installed" in info.tensorrt_reason
+    assert info.backend_fallbacks[1] == ("compile", "RuntimeError: no compiler here")
 
 
 def test_batch_sizes_must_ascend() -> None:
