@@ -71,6 +71,11 @@ class SegmenterSettings:
         batch_sizes: batch sizes compiled backends are built for, ascending; batches are padded
             to the nearest one and split above the largest. Keep the largest ≥ the deployment's
             ``max_batch_size``. Eager ignores them.
+        tf32: on CUDA, let float32 matmuls and convolutions use TF32 tensor cores, as the
+            official inference code does (``set_float32_matmul_precision('high')``); False keeps
+            full float32. Half-precision dtypes are unaffected.
+        cudnn_benchmark: on CUDA, let cuDNN time its convolution algorithms for each input shape
+            once (the warm-up pays) and keep the fastest.
     """
 
     variant: str = "general"
@@ -86,6 +91,8 @@ class SegmenterSettings:
     compile_mode: str = "default"
     engine_cache_dir: str | None = None
     batch_sizes: tuple[int, ...] = (1, 2, 4)
+    tf32: bool = True
+    cudnn_benchmark: bool = True
 
 
 @dataclass(frozen=True)
@@ -142,6 +149,13 @@ def resolve_device(requested: str) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise InferenceError("device 'cuda' was requested but no CUDA GPU is available")
     return device
+
+
+def configure_cuda_math(tf32: bool, cudnn_benchmark: bool) -> None:
+    """Set the process-wide CUDA math flags an Inference replica runs with (see SegmenterSettings)."""
+    torch.backends.cuda.matmul.allow_tf32 = tf32
+    torch.backends.cudnn.allow_tf32 = tf32
+    torch.backends.cudnn.benchmark = cudnn_benchmark
 
 
 def stack_images(images: Sequence[np.ndarray]) -> np.ndarray:
@@ -226,6 +240,8 @@ class Segmenter:
         if device.type == "cpu" and dtype is not torch.float32:
             logger.warning("%s is slow or unsupported on CPU (deform_conv2d); using float32", settings.dtype)
             dtype = torch.float32
+        if device.type == "cuda":
+            configure_cuda_math(settings.tf32, settings.cudnn_benchmark)
         if device.type == "cpu" and settings.num_threads:
             torch.set_num_threads(settings.num_threads)
         config = replace(with_patch_order(variant.config, settings.patch_order),

@@ -47,6 +47,9 @@ class ModelArgs(_Strict):
         engine_cache_dir: TensorRT engine cache folder (None → ~/.cache/birefnet-serve/engines).
         batch_sizes: batch sizes compiled backends are built for; keep the largest ≥ Inference's
             ``max_batch_size`` (batches are padded to the nearest one).
+        tf32: float32 on CUDA uses TF32 tensor cores, as the official inference code does; false
+            for full float32.
+        cudnn_benchmark: cuDNN picks the fastest convolution algorithm per input shape.
         segmenter_factory: ``"module:callable"`` building the segmenter from its settings; None is
             ``pipelines.segmenter.Segmenter.from_settings``. An injection point for tests and for
             alternative backends.
@@ -65,6 +68,8 @@ class ModelArgs(_Strict):
     compile_mode: Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] = "default"
     engine_cache_dir: str | None = None
     batch_sizes: tuple[int, ...] = Field(default=(1, 2, 4), min_length=1)
+    tf32: bool = True
+    cudnn_benchmark: bool = True
     segmenter_factory: str | None = Field(default=None, pattern=r"^[\w.]+:[\w.]+$")
 
 

@@ -15,12 +15,14 @@ def test_backend_settings_reach_the_segmenter() -> None:
         batch_sizes=(8, 1, 4),
         patch_order="legacy",
         dtype="float16",
+        tf32=False,
     )
     settings = segmenter_settings(args, "cuda")
     assert (settings.variant, settings.device, settings.dtype) == ("lite", "cuda", "float16")
     assert settings.backend == "compile" and settings.compile_mode == "reduce-overhead"
     assert settings.batch_sizes == (1, 4, 8)
     assert settings.patch_order == "legacy"
+    assert settings.tf32 is False and settings.cudnn_benchmark is True
 
 
 def test_unknown_backend_is_rejected_at_deploy_time() -> None:

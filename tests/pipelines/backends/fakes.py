@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import torch
 
 
@@ -49,3 +52,14 @@ class FixedSizeBackend:
 
     def describe(self) -> str:
         return "fixed-size fake"
+
+
+@contextlib.contextmanager
+def cuda_math_restored() -> Iterator[None]:
+    """Put the process-wide TF32 and cuDNN benchmark flags back as they were after the block."""
+    matmul = torch.backends.cuda.matmul
+    saved = (matmul.allow_tf32, torch.backends.cudnn.allow_tf32, torch.backends.cudnn.benchmark)
+    try:
+        yield
+    finally:
+        matmul.allow_tf32, torch.backends.cudnn.allow_tf32, torch.backends.cudnn.benchmark = saved

@@ -16,7 +16,8 @@ from pipelines.backends.eager import EagerBackend
 from pipelines.model.birefnet import create_model
 from pipelines.model.deterministic import deterministic_state_dict
 from pipelines.model.variants import get_variant
-from pipelines.segmenter import Segmenter, logits_to_alpha
+from pipelines.segmenter import Segmenter, SegmenterSettings, logits_to_alpha
+from tests.pipelines.backends.fakes import cuda_math_restored
 
 pytestmark = pytest.mark.needs_cuda
 
@@ -88,3 +89,11 @@ def test_segmenter_on_cuda_uses_pinned_staging_and_reports_memory() -> None:
     assert len(mattes) == 3 and segmenter._staging._buffer is not None
     assert segmenter._staging._buffer.is_pinned()
     assert segmenter.info().gpu_memory_free_mb is not None
+
+
+@pytest.mark.parametrize("tf32", [True, False])
+def test_segmenter_from_settings_sets_the_cuda_math_flags(tf32: bool) -> None:
+    with cuda_math_restored():
+        Segmenter.from_settings(SegmenterSettings(variant="demo", device="cuda", tf32=tf32, cudnn_benchmark=True))
+        assert torch.backends.cuda.matmul.allow_tf32 is tf32 and torch.backends.cudnn.allow_tf32 is tf32
+        assert torch.backends.cudnn.benchmark is True

@@ -8,8 +8,8 @@ import torch
 
 from pipelines.errors import GpuMemoryExhaustedError
 from pipelines.model.variants import get_variant
-from pipelines.segmenter import Segmenter, SegmenterSettings, input_size_for
-from tests.pipelines.backends.fakes import FixedSizeBackend
+from pipelines.segmenter import Segmenter, SegmenterSettings, configure_cuda_math, input_size_for
+from tests.pipelines.backends.fakes import FixedSizeBackend, cuda_math_restored
 
 
 def _segmenter(backend: FixedSizeBackend) -> Segmenter:
@@ -75,6 +75,17 @@ def test_warm_up_runs_every_compiled_size() -> None:
 def test_settings_reject_an_unknown_backend() -> None:
     with pytest.raises(ValueError, match="unknown backend"):
         Segmenter.from_settings(SegmenterSettings(variant="demo", device="cpu", backend="onnx"))
+
+
+def test_cuda_math_flags_are_set_and_a_cpu_segmenter_leaves_them() -> None:
+    with cuda_math_restored():
+        configure_cuda_math(tf32=True, cudnn_benchmark=False)
+        assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32
+        assert not torch.backends.cudnn.benchmark
+        configure_cuda_math(tf32=False, cudnn_benchmark=True)
+        Segmenter.from_settings(SegmenterSettings(variant="demo", device="cpu", tf32=True, cudnn_benchmark=False))
+        assert not torch.backends.cuda.matmul.allow_tf32 and not torch.backends.cudnn.allow_tf32
+        assert torch.backends.cudnn.benchmark
 
 
 def test_auto_device_without_a_gpu_is_the_cpu() -> None:
