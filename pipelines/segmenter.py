@@ -308,22 +308,40 @@ class Segmenter:
 
     # -- inference ----------------------------------------------------------------------------
 
-    def check_memory(self, batch: int) -> None:
-        """Raise :class:`GpuMemoryExhaustedError` when the GPU cannot hold a batch of this size."""
-        free = self.gpu_memory_free_mb()
-        if not self.memory_check or free is None:
-            return
-        # Memory already cached by torch is reusable: count it as free.
+    def available_memory_mb(self) -> float | None:
+        """Free device memory plus what torch's allocator caches unused; None when unchecked (CPU)."""
+        free = self.gpu_memory_free_mb() if self.memory_check else None
+        if free is None:
+            return None
         reusable = torch.cuda.memory_reserved(self.device) - torch.cuda.memory_allocated(self.device)
-        available = free + reusable / 2**20
-        required = self.required_memory_mb(batch)
-        if available < required:
-            raise GpuMemoryExhaustedError(
-                gpu_memory_required_mb=round(required),
-                gpu_memory_available_mb=round(available),
-                suggested_action="Retry in 30 seconds",
-                retry_after_seconds=30,
-            )
+        return free + reusable / 2**20
+
+    def fitting_batch(self, batch: int) -> int:
+        """How many of ``batch`` images to run at once so that the memory estimate fits.
+
+        The whole batch when it fits (or nothing is checked), else the largest smaller size that
+        does (compiled sizes first), run one after another. Raises
+        :class:`GpuMemoryExhaustedError` only when a single image does not fit.
+        """
+        available = self.available_memory_mb()
+        if available is None:
+            return batch
+        sizes = sorted({batch, 1, *(b for b in self.inference_backend.batch_sizes if b < batch)}, reverse=True)
+        for size in sizes:
+            if self.required_memory_mb(size) <= available:
+                if size < batch:
+                    logger.warning("%.0f MB of GPU memory free: running a batch of %d as chunks of %d",
+                                   available, batch, size)
+                return size
+        raise self._memory_exhausted(available)
+
+    def _memory_exhausted(self, available_mb: float) -> GpuMemoryExhaustedError:
+        return GpuMemoryExhaustedError(
+            gpu_memory_required_mb=round(self.required_memory_mb(1)),
+            gpu_memory_available_mb=round(available_mb),
+            suggested_action="Retry in 30 seconds",
+            retry_after_seconds=30,
+        )
 
     def required_memory_mb(self, batch: int) -> float:
         """The backend's activation estimate for the largest padded chunk a batch runs as."""
@@ -354,20 +372,15 @@ class Segmenter:
         except (torch.cuda.OutOfMemoryError, RuntimeError) as exc:
             if not _is_out_of_memory(exc):
                 raise
-            if self.device.type == "cuda":
-                torch.cuda.empty_cache()
-            if len(batch) == 1:
-                free = self.gpu_memory_free_mb() or 0.0
-                raise GpuMemoryExhaustedError(
-                    gpu_memory_required_mb=round(self.required_memory_mb(1)),
-                    gpu_memory_available_mb=round(free),
-                    suggested_action="Retry in 30 seconds",
-                    retry_after_seconds=30,
-                ) from exc
-            half = len(batch) // 2
-            logger.warning("out of memory on a batch of %d; retrying as %d + %d", len(batch), half,
-                           len(batch) - half)
-            return np.concatenate([self.forward_alpha(batch[:half]), self.forward_alpha(batch[half:])])
+        # Retry outside the handler: the exception's traceback holds the failed pass's tensors
+        # until the handler ends, and empty_cache() cannot return memory that is still referenced.
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+        if len(batch) == 1:
+            raise self._memory_exhausted(self.gpu_memory_free_mb() or 0.0)
+        half = len(batch) // 2
+        logger.warning("out of memory on a batch of %d; retrying as %d + %d", len(batch), half, len(batch) - half)
+        return np.concatenate([self.forward_alpha(batch[:half]), self.forward_alpha(batch[half:])])
 
     def segment(self, images: Sequence[np.ndarray]) -> list[Matte]:
         """Segment a batch: ``[h, w, 3]`` uint8 images at :attr:`input_size` → one Matte each."""
@@ -375,9 +388,10 @@ class Segmenter:
         for image in images:
             if image.shape != expected:
                 raise InferenceError(f"model input must be {expected}, got {image.shape}")
-        self.check_memory(len(images))
+        step = self.fitting_batch(len(images))
+        batch = stack_images(images)
         start = time.perf_counter()
-        alphas = self.forward_alpha(stack_images(images))
+        alphas = np.concatenate([self.forward_alpha(batch[i:i + step]) for i in range(0, len(batch), step)])
         elapsed_ms = (time.perf_counter() - start) * 1000.0
         return [Matte(alpha=a, model_name=self.model_name, inference_ms=elapsed_ms) for a in alphas]
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import weakref
 from collections.abc import Iterator
 
 import torch
@@ -52,6 +53,24 @@ class FixedSizeBackend:
 
     def describe(self) -> str:
         return "fixed-size fake"
+
+
+class ActivationWatchBackend(FixedSizeBackend):
+    """Fails like OOM above ``max_batch`` after allocating "activations"; records, at each call,
+    how many activations of earlier failed calls are still alive (held by a traceback)."""
+
+    def __init__(self, batch_sizes: tuple[int, ...] = (1, 2, 4), max_batch: int = 1) -> None:
+        super().__init__(batch_sizes, max_batch)
+        self._failed: list[weakref.ref[torch.Tensor]] = []
+        self.alive_at_call: list[int] = []
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        self.alive_at_call.append(sum(ref() is not None for ref in self._failed))
+        if x.shape[0] > self.max_batch:
+            activations = torch.empty(x.shape[0], 1024)
+            self._failed.append(weakref.ref(activations))
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 4.00 GiB")
+        return super().__call__(x)
 
 
 @contextlib.contextmanager

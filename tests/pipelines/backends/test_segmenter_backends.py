@@ -9,7 +9,7 @@ import torch
 from pipelines.errors import GpuMemoryExhaustedError
 from pipelines.model.variants import get_variant
 from pipelines.segmenter import Segmenter, SegmenterSettings, configure_cuda_math, input_size_for
-from tests.pipelines.backends.fakes import FixedSizeBackend, cuda_math_restored
+from tests.pipelines.backends.fakes import ActivationWatchBackend, FixedSizeBackend, cuda_math_restored
 
 
 def _segmenter(backend: FixedSizeBackend) -> Segmenter:
@@ -57,6 +57,40 @@ def test_out_of_memory_on_a_single_image_is_gpu_memory_exhausted() -> None:
     with pytest.raises(GpuMemoryExhaustedError) as info:
         segmenter.segment(_images(1))
     assert info.value.status_code == 503 and info.value.error_code == "GPU_MEMORY_EXHAUSTED"
+
+
+def test_a_retry_after_out_of_memory_runs_with_the_failed_pass_released() -> None:
+    backend = ActivationWatchBackend((1, 2, 4), max_batch=1)
+    mattes = _segmenter(backend).segment(_images(4))
+    assert len(mattes) == 4 and len(backend.alive_at_call) == 7  # 4 → 2 + 2 → 1 + 1 + 1 + 1
+    assert backend.alive_at_call == [0] * 7, "a traceback kept a failed pass's tensors alive"
+
+
+@pytest.mark.parametrize(("batch", "available_mb", "runs"), [
+    (4, 4.0, [4]),             # fits whole
+    (4, 2.5, [2, 2]),          # the largest compiled size that fits, one after another
+    (3, 3.0, [2, 1]),          # 3 pads to 4 (4 MB): too much, so 2 + 1
+    (2, 1.0, [1, 1]),
+])
+def test_memory_pre_check_runs_what_fits_in_chunks(batch: int, available_mb: float, runs: list[int]) -> None:
+    backend = FixedSizeBackend((1, 2, 4))
+    segmenter = _segmenter(backend)
+    segmenter.available_memory_mb = lambda: available_mb  # type: ignore[method-assign]
+    images = _images(batch)
+    mattes = segmenter.segment(images)
+    assert backend.model.batches == runs
+    expected = _alphas(_segmenter(FixedSizeBackend()), images)
+    np.testing.assert_array_equal(np.stack([m.alpha for m in mattes]), np.stack(expected))
+
+
+def test_memory_pre_check_refuses_only_when_one_image_does_not_fit() -> None:
+    backend = FixedSizeBackend((1, 2, 4))
+    segmenter = _segmenter(backend)
+    segmenter.available_memory_mb = lambda: 0.6  # type: ignore[method-assign]
+    with pytest.raises(GpuMemoryExhaustedError) as info:
+        segmenter.segment(_images(3))
+    assert backend.model.batches == []
+    assert info.value.fields["gpu_memory_required_mb"] == 1 and info.value.fields["gpu_memory_available_mb"] == 1
 
 
 def test_memory_estimate_uses_the_padded_chunk() -> None:
