@@ -79,14 +79,14 @@ def decode_image(data: bytes, limits: UploadLimits = DEFAULT_LIMITS) -> DecodedI
         check_dimensions(image.width, image.height, len(data), limits)
         animated = getattr(image, "n_frames", 1) > 1
         if image_format is ImageFormat.JPEG and image.mode in ("RGB", "L"):
-            rgb = _decode_jpeg_pixels(data, image.size)
+            rgb = _decode_jpeg_pixels(data, image)
             alpha = None
         elif image.mode == "CMYK":
             rgb = _cmyk_to_rgb(image)
             alpha = None
         else:
             rgb, alpha = _pillow_to_arrays(image)
-        orientation = image.getexif().get(_EXIF_ORIENTATION, 1)
+        orientation = _exif_orientation(image)
     except BackgroundRemovalError:
         raise
     except Image.DecompressionBombError:
@@ -145,9 +145,29 @@ def _open_header(data: bytes, image_format: ImageFormat) -> Image.Image:
     return plugin(io.BytesIO(data))  # type: ignore[call-arg]
 
 
-def _decode_jpeg_pixels(data: bytes, size: tuple[int, int]) -> np.ndarray:
-    rgb = simplejpeg.decode_jpeg(data, colorspace="RGB", strict=True)
-    if (rgb.shape[1], rgb.shape[0]) != size:
+def _exif_orientation(image: Image.Image) -> object:
+    """The EXIF orientation tag; 1 when absent, or when the EXIF block itself is malformed (the
+    pixels are fine, and viewers show such files as stored)."""
+    try:
+        return image.getexif().get(_EXIF_ORIENTATION, 1)
+    except Exception as error:  # Pillow's TIFF parser raises SyntaxError, struct.error, …
+        logger.info("unreadable EXIF block ignored: %s: %s", type(error).__name__, error)
+        return 1
+
+
+def _decode_jpeg_pixels(data: bytes, image: Image.Image) -> np.ndarray:
+    """libjpeg-turbo through simplejpeg (the fast path); strict, so truncation is an error.
+
+    Strict mode also refuses files with recoverable defects that libjpeg only warns about (stray
+    bytes before a marker, from some cameras and editors); those go to Pillow, which decodes them
+    as viewers do and still refuses truncated data.
+    """
+    try:
+        rgb = simplejpeg.decode_jpeg(data, colorspace="RGB", strict=True)
+    except ValueError as error:
+        logger.info("strict JPEG decoding failed (%s); trying Pillow", error)
+        rgb, _alpha = _pillow_to_arrays(image)
+    if (rgb.shape[1], rgb.shape[0]) != image.size:
         raise CorruptImageError()
     return rgb
 
@@ -174,8 +194,12 @@ def _pillow_to_arrays(image: Image.Image) -> tuple[np.ndarray, np.ndarray | None
     if mode == "RGB":
         return np.array(image), None
     if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
-        grey = _sixteen_bit_to_uint8(np.asarray(image))
-        return cv2.cvtColor(grey, cv2.COLOR_GRAY2RGB), None
+        samples = np.asarray(image)
+        grey = cv2.cvtColor(_sixteen_bit_to_uint8(samples), cv2.COLOR_GRAY2RGB)
+        key = image.info.get("transparency")  # a grey PNG's tRNS: the one transparent sample value
+        if isinstance(key, int) and (samples == key).any():
+            return grey, np.where(samples == key, 0, 255).astype(np.uint8)
+        return grey, None
     if "A" in image.getbands() or "a" in image.getbands() or "transparency" in image.info:
         rgba = np.asarray(image if mode == "RGBA" else image.convert("RGBA"))
         alpha = np.ascontiguousarray(rgba[..., 3])

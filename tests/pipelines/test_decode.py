@@ -82,6 +82,23 @@ def test_decode_exif_rotated_jpeg_has_oriented_size() -> None:
     assert decoded.rgb[0, 0, 1] > 200 and decoded.rgb[0, 0, 0] < 50
 
 
+@pytest.mark.parametrize("format_name", ["JPEG", "PNG", "WEBP"])
+def test_decode_ignores_a_malformed_exif_block(photo: np.ndarray, format_name: str) -> None:
+    buffer = io.BytesIO()
+    Image.fromarray(photo).save(buffer, format_name, exif=b"Exif\x00\x00" + b"\xde\xad\xbe\xef" * 10, lossless=True)
+    decoded = decode_image(buffer.getvalue())
+    _assert_rgb(decoded.rgb, HEIGHT, WIDTH)  # as stored: no orientation to apply
+
+
+def test_decode_jpeg_with_stray_bytes_before_a_marker_like_viewers(photo: np.ndarray) -> None:
+    data = imagegen.jpeg_bytes(photo)
+    table = data.index(b"\xff\xdb")
+    damaged = data[:table] + b"\x00\x00" + data[table:]  # libjpeg: "2 extraneous bytes before marker 0xdb"
+    decoded = decode_image(damaged)
+    assert _max_difference(decoded.rgb, np.asarray(Image.open(io.BytesIO(damaged)).convert("RGB"))) <= 2
+    assert _max_difference(decoded.rgb, decode_image(data).rgb) <= 2
+
+
 def test_decode_cmyk_jpeg_without_profile_uses_naive_conversion(photo: np.ndarray) -> None:
     decoded = decode_image(imagegen.cmyk_jpeg_bytes(photo))
     _assert_rgb(decoded.rgb, HEIGHT, WIDTH)
@@ -108,6 +125,17 @@ def test_decode_16bit_grey_png_scales_instead_of_saturating() -> None:
     decoded = decode_image(imagegen.png_bytes(ramp))
     assert np.array_equal(decoded.rgb[..., 0], (ramp >> 8).astype(np.uint8))
     assert int(decoded.rgb[0, WIDTH // 2, 0]) in (127, 128)
+
+
+def test_decode_16bit_grey_png_keeps_its_transparent_colour() -> None:
+    ramp = np.tile(np.linspace(0, 65535, WIDTH).astype(np.uint16), (HEIGHT, 1))
+    ramp[:, : WIDTH // 2] = 1234
+    buffer = io.BytesIO()
+    Image.fromarray(ramp).save(buffer, "PNG", transparency=1234)
+    decoded = decode_image(buffer.getvalue())
+    assert decoded.alpha is not None
+    assert decoded.alpha[:, : WIDTH // 2].max() == 0 and decoded.alpha[:, WIDTH // 2 :].min() == 255
+    assert np.array_equal(decoded.rgb[:, WIDTH // 2 :, 0], (ramp[:, WIDTH // 2 :] >> 8).astype(np.uint8))
 
 
 def test_decode_16bit_rgb_png_scales_instead_of_saturating(photo: np.ndarray) -> None:
