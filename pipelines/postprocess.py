@@ -4,9 +4,10 @@ Steps, all on uint8 with OpenCV (median CPU ms at 1080p / 12 MP on one core, see
 ``scripts/bench_prepost.py``):
 
 1. ``alpha_to_original_size``: bilinear resize of the ``[h, w]`` matte to ``[H, W]``
-   (``INTER_LINEAR`` when enlarging; ``INTER_AREA`` when an axis shrinks, so small images are not
-   aliased). The matte is used as the model produced it (sigmoid · 255): no min-max stretch, so an
-   image without a subject stays transparent.
+   (``INTER_LINEAR`` along an axis that grows; ``INTER_AREA`` along one that shrinks, so small
+   images are not aliased; a wide panorama does both, one axis after the other). The matte is
+   used as the model produced it (sigmoid · 255): no min-max stretch, so an image without a
+   subject stays transparent.
 2. ``smooth_alpha`` (spec ``smoothing``, default on): a 5×5 Gaussian blur (σ = 1.1 px, OpenCV's
    default for that kernel) at the original resolution, softening stair-steps left by the
    upsampling without eroding fine structure such as hair.
@@ -46,8 +47,13 @@ def alpha_to_original_size(alpha: np.ndarray, size: tuple[int, int]) -> np.ndarr
     height, width = size
     if alpha.shape == (height, width):
         return alpha
-    shrinking = height < alpha.shape[0] or width < alpha.shape[1]
-    interpolation = cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
+    rows_shrink, cols_shrink = height < alpha.shape[0], width < alpha.shape[1]
+    if rows_shrink != cols_shrink and height != alpha.shape[0] and width != alpha.shape[1]:
+        # INTER_AREA enlarges like nearest neighbour: shrink one axis first, then stretch the other.
+        narrowed = (alpha.shape[1], height) if rows_shrink else (width, alpha.shape[0])
+        alpha = cv2.resize(alpha, narrowed, interpolation=cv2.INTER_AREA)
+        return cv2.resize(alpha, (width, height), interpolation=cv2.INTER_LINEAR)
+    interpolation = cv2.INTER_AREA if rows_shrink or cols_shrink else cv2.INTER_LINEAR
     return cv2.resize(alpha, (width, height), interpolation=interpolation)
 
 

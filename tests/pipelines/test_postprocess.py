@@ -41,6 +41,20 @@ def test_alpha_to_original_size_is_bilinear_upsampling() -> None:
     assert int(np.abs(resized.astype(np.int16) - pillow).max()) <= 3
 
 
+@pytest.mark.parametrize("size", [(100, 1500), (1500, 100)])
+def test_a_panorama_matte_edge_is_interpolated_along_its_long_axis(size: tuple[int, int]) -> None:
+    edge = np.zeros((192, 192), np.uint8)
+    edge[:, 96:] = 255  # a hard edge across the long axis, stretched 7.8× there
+    matte = edge if size[1] > size[0] else edge.T
+    resized = alpha_to_original_size(matte, size)
+    line = (resized[size[0] // 2] if size[1] > size[0] else resized[:, size[1] // 2]).astype(int)
+    # Bilinear: the edge ramps over ~8 pixels. INTER_AREA (nearest neighbour when it enlarges)
+    # would leave one 255-level jump, a stair-step the 5×5 smoothing cannot hide.
+    assert np.abs(np.diff(line)).max() <= 48
+    assert ((line > 0) & (line < 255)).sum() >= 6
+    assert resized.shape == size
+
+
 def test_alpha_to_original_size_downscales_without_aliasing() -> None:
     stripes = np.tile(np.array([0, 255], np.uint8), (1024, 512))
     assert abs(int(alpha_to_original_size(stripes, (64, 64)).mean()) - 127) <= 1
