@@ -80,7 +80,7 @@ class InvalidFormatError(BackgroundRemovalError):
     error_code = "INVALID_FORMAT"
     default_detail = "Unsupported file format. Please upload JPEG, PNG, WebP or BMP."
 
-    def __init__(self, detail: str | None = None, *, received_format: str = "unknown", **fields: Any) -> None:
+    def __init__(self, detail: str | None = None, *, received_format: str = "UNKNOWN", **fields: Any) -> None:
         fields.setdefault("supported_formats", list(SUPPORTED_FORMATS))
         super().__init__(detail, received_format=received_format, **fields)
 

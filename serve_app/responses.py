@@ -108,8 +108,9 @@ def base64_body(data_url: str, info: ProcessingInfo) -> dict[str, Any]:
 
 
 def with_received_format(error: InvalidFormatError, content_type: str | None) -> InvalidFormatError:
-    """Fill ``received_format`` from the part's declared media type when the sniffer had no name."""
-    if content_type is None or error.fields.get("received_format") not in (None, "unknown"):
+    """Fill ``received_format`` from the part's declared media type when the sniffer had no name
+    for the bytes (``UNKNOWN``) and the client declared more than ``application/octet-stream``."""
+    if content_type in (None, "", "application/octet-stream") or error.fields.get("received_format") != "UNKNOWN":
         return error
     return InvalidFormatError(error.detail, **{**error.fields, "received_format": content_type})
 

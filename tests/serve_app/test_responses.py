@@ -16,6 +16,7 @@ from pipelines.errors import (
     ImageBombError,
     InvalidFormatError,
 )
+from pipelines.validate import sniff_format
 from serve_app.records import Cutout
 from serve_app.responses import (
     base64_body,
@@ -164,6 +165,9 @@ def test_received_format_falls_back_to_the_declared_type() -> None:
     assert error.to_body()["received_format"] == "application/pdf"
     named = with_received_format(InvalidFormatError(received_format="GIF"), "image/gif")
     assert named.to_body()["received_format"] == "GIF"
+    sniffed = pytest.raises(InvalidFormatError, sniff_format, b"\x00\x01 not an image format anyone knows").value
+    assert with_received_format(sniffed, "image/jxl").to_body()["received_format"] == "image/jxl"
+    assert with_received_format(sniffed, "application/octet-stream").to_body()["received_format"] == "UNKNOWN"
 
 
 class FakeRayTaskError(Exception):
