@@ -67,10 +67,16 @@ class ModelArgs(_Strict):
     backend: Literal["eager", "compile", "tensorrt"] = "eager"
     compile_mode: Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] = "default"
     engine_cache_dir: str | None = None
-    batch_sizes: tuple[int, ...] = Field(default=(1, 2, 4), min_length=1)
+    batch_sizes: tuple[Annotated[int, Field(ge=1)], ...] = Field(default=(1, 2, 4), min_length=1)
     tf32: bool = True
     cudnn_benchmark: bool = True
     segmenter_factory: str | None = Field(default=None, pattern=r"^[\w.]+:[\w.]+$")
+
+    @model_validator(mode="after")
+    def _batch_sizes_distinct(self) -> ModelArgs:
+        if len(set(self.batch_sizes)) != len(self.batch_sizes):
+            raise ValueError(f"batch_sizes must be distinct; got {list(self.batch_sizes)}")
+        return self
 
 
 class UploadArgs(_Strict):
@@ -82,6 +88,15 @@ class UploadArgs(_Strict):
     max_short_side: int = Field(default=4320, ge=1)
     max_megapixels: float = Field(default=50.0, gt=0)
     max_bomb_ratio: float = Field(default=1000.0, gt=0)
+
+    @model_validator(mode="after")
+    def _sides_ordered(self) -> UploadArgs:
+        if not self.min_side <= self.max_short_side <= self.max_long_side:
+            raise ValueError(
+                "upload limits must satisfy min_side <= max_short_side <= max_long_side; got "
+                f"{self.min_side}, {self.max_short_side}, {self.max_long_side}"
+            )
+        return self
 
     @property
     def max_file_bytes(self) -> int:

@@ -99,6 +99,17 @@ def test_unknown_keys_are_rejected_with_their_name() -> None:
         AppArgs.model_validate({"timeout": 30})
 
 
+@pytest.mark.parametrize(("args", "message"), [
+    ({"model": {"batch_sizes": [0, 1]}}, "greater than or equal to 1"),
+    ({"model": {"batch_sizes": [1, 1, 2]}}, "distinct"),
+    ({"upload": {"min_side": 5000}}, "min_side <= max_short_side"),
+    ({"upload": {"max_short_side": 8000}}, "max_short_side <= max_long_side"),
+])
+def test_inconsistent_sizes_fail_the_deploy(args: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValidationError, match=message):
+        AppArgs.model_validate(args)
+
+
 def test_rate_limit_tiers_must_exist() -> None:
     with pytest.raises(ValidationError, match="unknown tiers"):
         AppArgs.model_validate({"api_keys": {"hashes": {"0" * 64: "platinum"}}})
