@@ -24,6 +24,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 EXPOSED_HEADERS = (
     "Content-Disposition",
     "Retry-After",
+    "X-First-Frame-Only",
     "X-Inference-Time-Ms",
     "X-Model-Version",
     "X-Original-Size",

@@ -17,6 +17,7 @@ from pipelines.errors import (
     InvalidFormatError,
 )
 from pipelines.validate import sniff_format
+from serve_app.cors import EXPOSED_HEADERS
 from serve_app.records import Cutout
 from serve_app.responses import (
     base64_body,
@@ -77,6 +78,12 @@ def test_result_headers_for_a_png() -> None:
     assert headers["X-Inference-Time-Ms"] == "41.3"
     assert "X-First-Frame-Only" not in headers
     assert headers["Content-Disposition"].startswith("attachment;")
+
+
+def test_browsers_on_listed_origins_may_read_every_result_header() -> None:
+    animated = cutout(first_frame_only=True)
+    headers = result_headers(animated, processing_info(animated, 1.0), "p_nobg_20251107_143052.png")
+    assert set(headers) <= set(EXPOSED_HEADERS), set(headers) - set(EXPOSED_HEADERS)
 
 
 def test_result_headers_flag_animated_sources_and_empty_mattes() -> None:
