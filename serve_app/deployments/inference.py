@@ -60,11 +60,12 @@ class Inference:
 
         Raises:
             ModelNotReadyError: the weights are not loaded (503).
-            GpuMemoryExhaustedError: the memory pre-check refused the batch (503).
+            GpuMemoryExhaustedError: not even one image fits in free GPU memory (503).
         """
         segmenter = self._segmenter
         if segmenter is None:
-            raise ModelNotReadyError(self._error[1] if self._error else None)
+            # The title only: the detail names server paths, which go to the logs and /health.
+            raise ModelNotReadyError(f"{self._error[0]}; the service retries loading it" if self._error else None)
         inputs = gather_model_inputs(batch, segmenter.input_size)
         started = time.perf_counter()
         try:

@@ -305,7 +305,8 @@ def test_missing_weights_then_ready(service: Service) -> None:
     assert "fake-birefnet.safetensors missing" in before["health"].json()["detail"]
     assert before["ready"].status_code == 503 and before["ready"].json()["ready"] is False
     assert before["ready"].headers["Retry-After"] == "5"
-    error_body(before["remove"], 503, "MODEL_NOT_READY")
+    refused = error_body(before["remove"], 503, "MODEL_NOT_READY")
+    assert refused["detail"] == "Model checkpoint not found; the service retries loading it"  # no server path
     assert after["ready"].status_code == 200 and after["ready"].json()["ready"] is True
     assert after["health"].status_code == 200 and after["health"].json()["model"] == "BiRefNet-fake"
 
