@@ -17,9 +17,10 @@ import pytest
 import yaml
 from ray.serve.schema import ServeDeploySchema
 
-from scripts.container_config import container_config
+from scripts.container_config import ENVIRONMENT, container_config
 from serve_app import API_PREFIX
 from serve_app.args import AppArgs
+from serve_app.batching import BatchConfig
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = ["serve_config.yaml", "configs/offline.yaml", "configs/production.yaml"]
@@ -50,15 +51,85 @@ def test_container_config_keeps_a_chosen_engine_cache() -> None:
     assert derived["applications"][0]["args"]["model"]["engine_cache_dir"] == "/fast-disk/engines"
 
 
-def test_entrypoint_runs_serve_on_the_derived_config(tmp_path: Path) -> None:
+SPEC_ENVIRONMENT = {  # spec §9.2's .env, with values other than the configs' own
+    "BIREFNET_MODEL_PATH": "/models/BiRefNet-general.pth",
+    "BIREFNET_USE_TENSORRT": "true",
+    "BIREFNET_DEVICE": "cuda",
+    "BIREFNET_BATCH_SIZE": "12",
+    "BIREFNET_CUDNN_BENCHMARK": "false",
+    "BIREFNET_MAX_IMAGE_SIZE_MB": "20",
+    "BIREFNET_MAX_MEGAPIXELS": "25",
+    "BIREFNET_PROCESSING_TIMEOUT_SEC": "90",
+    "BIREFNET_RATE_LIMIT_PER_MINUTE": "100",
+    "BIREFNET_RATE_LIMIT_PER_SECOND": "5",
+    "LOG_LEVEL": "debug",
+}
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_spec_environment_variables_override_the_config(name: str) -> None:
+    assert set(SPEC_ENVIRONMENT) == set(ENVIRONMENT)
+    derived = container_config(load(name), "/models", SPEC_ENVIRONMENT)
+    ServeDeploySchema.model_validate(derived)
+    assert derived["logging_config"]["log_level"] == "DEBUG"
+    assert derived["http_options"]["request_timeout_s"] > 90  # Serve's 408 must not pre-empt the 504
+    app = derived["applications"][0]
+    args = AppArgs.model_validate(app["args"])
+    assert args.model.weights == "/models/BiRefNet-general.pth" and args.model.device == "cuda"
+    assert args.model.backend == "tensorrt" and args.model.cudnn_benchmark is False
+    assert (args.upload.max_file_mb, args.upload.max_megapixels, args.ingress.timeout_s) == (20, 25, 90)
+    assert args.rate_limit.enabled
+    rules = {rule.period_s: rule.limit for rule in args.rate_limit.tiers[args.rate_limit.default_tier]}
+    assert rules == {60: 100, 1: 5}
+    inference = next(d for d in app["deployments"] if d["name"] == "Inference")
+    assert BatchConfig.model_validate(inference["user_config"]).max_batch_size == 12
+    assert inference["max_ongoing_requests"] >= 24
+
+
+def test_without_the_environment_only_host_and_cache_change() -> None:
+    original = load("serve_config.yaml")
+    derived = container_config(original, "/models", {"HOME": "/home/ray", "BIREFNET_NUM_WORKERS": "4"})
+    derived["http_options"]["host"] = original["http_options"]["host"]
+    del derived["applications"][0]["args"]["model"]["engine_cache_dir"]
+    assert derived == original
+
+
+def test_use_tensorrt_false_turns_a_configured_tensorrt_off_only() -> None:
+    config = load("configs/offline.yaml")
+    config["applications"][0]["args"]["model"]["backend"] = "tensorrt"
+    derived = container_config(config, "/models", {"BIREFNET_USE_TENSORRT": "0"})
+    assert derived["applications"][0]["args"]["model"]["backend"] == "eager"
+    config["applications"][0]["args"]["model"]["backend"] = "compile"
+    derived = container_config(config, "/models", {"BIREFNET_USE_TENSORRT": "false"})
+    assert derived["applications"][0]["args"]["model"]["backend"] == "compile"
+
+
+@pytest.mark.parametrize(("variable", "value", "message"), [
+    ("BIREFNET_BATCH_SIZE", "eight", "expected a whole number"),
+    ("BIREFNET_MAX_MEGAPIXELS", "-1", "must be positive"),
+    ("BIREFNET_DEVICE", "tpu", "auto, cpu, cuda"),
+    ("BIREFNET_USE_TENSORRT", "maybe", "true or false"),
+    ("LOG_LEVEL", "loud", "debug, info"),
+])
+def test_a_bad_environment_value_names_the_variable(variable: str, value: str, message: str) -> None:
+    with pytest.raises(ValueError, match=f"{variable}='{value}': .*{message}"):
+        container_config(load("serve_config.yaml"), "/models", {variable: value})
+
+
+def run_entrypoint(tmp_path: Path, **environ: str) -> subprocess.CompletedProcess[str]:
+    """The entrypoint on the offline config, with a ``serve`` that prints its arguments and config."""
     stub = tmp_path / "bin" / "serve"
     stub.parent.mkdir()
     stub.write_text("#!/usr/bin/env bash\necho \"serve $*\"\ncat \"$2\"\n")
     stub.chmod(0o755)
     env = {**os.environ, "PATH": f"{stub.parent}:{Path(sys.executable).parent}:{os.environ['PATH']}",
-           "TMPDIR": str(tmp_path), "MODELS_DIR": "/data"}
-    result = subprocess.run(["bash", "scripts/container_entrypoint.sh", "configs/offline.yaml"], cwd=REPO, env=env,
-                            capture_output=True, text=True, timeout=60)
+           "TMPDIR": str(tmp_path), **environ}
+    return subprocess.run(["bash", "scripts/container_entrypoint.sh", "configs/offline.yaml"], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_entrypoint_runs_serve_on_the_derived_config(tmp_path: Path) -> None:
+    result = run_entrypoint(tmp_path, MODELS_DIR="/data", BIREFNET_DEVICE="cpu", BIREFNET_PIN_MEMORY="true")
     assert result.returncode == 0, result.stderr
     first, _, derived_text = result.stdout.partition("\n")
     assert first == f"serve run {tmp_path / 'birefnet-serve-config.yaml'}"
@@ -66,6 +137,15 @@ def test_entrypoint_runs_serve_on_the_derived_config(tmp_path: Path) -> None:
     assert derived["http_options"]["host"] == "0.0.0.0"
     assert derived["applications"][0]["args"]["model"]["variant"] == "demo"
     assert derived["applications"][0]["args"]["model"]["engine_cache_dir"] == "/data/engines"
+    assert derived["applications"][0]["args"]["model"]["device"] == "cpu"
+    assert "from the environment: BIREFNET_DEVICE" in result.stderr
+    assert "ignored: BIREFNET_PIN_MEMORY" in result.stderr
+
+
+def test_entrypoint_stops_on_a_bad_environment_value(tmp_path: Path) -> None:
+    result = run_entrypoint(tmp_path, BIREFNET_BATCH_SIZE="lots")
+    assert result.returncode == 2 and "BIREFNET_BATCH_SIZE='lots'" in result.stderr
+    assert "serve run" not in result.stdout
 
 
 def test_dockerfile_copies_only_what_exists_and_is_not_ignored() -> None:
