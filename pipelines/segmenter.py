@@ -31,6 +31,7 @@ from pipelines.backends import (
     plan_chunks,
 )
 from pipelines.backends.base import ACTIVATION_MB_PER_MEGAPIXEL_FP32, DEFAULT_ENGINE_CACHE_DIR, estimate_activation_mb
+from pipelines.backends.compiled import uses_cuda_graphs
 from pipelines.backends.eager import EagerBackend
 from pipelines.datatypes import Matte
 from pipelines.errors import GpuMemoryExhaustedError, InferenceError
@@ -118,15 +119,28 @@ def input_size_for(variant: str) -> tuple[int, int]:
     return get_variant(variant).input_size
 
 
-def resolve_deform_sampling(requested: str, device: torch.device) -> DeformSampling:
-    """The deformable-conv implementation for ``requested`` on ``device`` (``auto``: grid_sample on CPU)."""
+def resolve_deform_sampling(requested: str, device: torch.device, cuda_graphs: bool = False) -> DeformSampling:
+    """The deformable-conv implementation for ``requested`` on ``device``.
+
+    ``auto`` is grid_sample on the CPU (faster there) and torchvision's kernel on CUDA, except
+    under CUDA graphs: torchvision's deform_conv2d kernels launch on the legacy default stream
+    (pytorch/vision#9513, fixed after 0.26), which CUDA-graph capture and its side-stream warm-up
+    do not order with, so with ``cuda_graphs`` the pure-ATen grid_sample version (same output)
+    is used even when torchvision was asked for.
+    """
     if requested == "auto":
-        return DeformSampling.GRID_SAMPLE if device.type == "cpu" else DeformSampling.TORCHVISION
+        on_torchvision = device.type == "cuda" and not cuda_graphs
+        return DeformSampling.TORCHVISION if on_torchvision else DeformSampling.GRID_SAMPLE
     try:
-        return DeformSampling(requested)
+        sampling = DeformSampling(requested)
     except ValueError:
         names = ", ".join(["auto", *(m.value for m in DeformSampling)])
         raise ValueError(f"unknown deform_sampling {requested!r}; use one of {names}") from None
+    if sampling is DeformSampling.TORCHVISION and device.type == "cuda" and cuda_graphs:
+        logger.warning("deform_sampling torchvision is unsafe under CUDA graphs (its kernels ignore the "
+                       "capture stream); using grid_sample")
+        return DeformSampling.GRID_SAMPLE
+    return sampling
 
 
 def cuda_usable() -> bool:
@@ -244,8 +258,10 @@ class Segmenter:
             configure_cuda_math(settings.tf32, settings.cudnn_benchmark)
         if device.type == "cpu" and settings.num_threads:
             torch.set_num_threads(settings.num_threads)
+        # A TensorRT build that falls back compiles with the same mode.
+        cuda_graphs = settings.backend in ("compile", "tensorrt") and uses_cuda_graphs(settings.compile_mode)
         config = replace(with_patch_order(variant.config, settings.patch_order),
-                         deform_sampling=resolve_deform_sampling(settings.deform_sampling, device))
+                         deform_sampling=resolve_deform_sampling(settings.deform_sampling, device, cuda_graphs))
         model = create_model(config)
         checkpoint, report = _load_weights(model, variant, settings)
         logger.info("BiRefNet %s weights: %s", variant.name, report.summary() if report else "generated")
@@ -351,7 +367,7 @@ class Segmenter:
     def _normalise(self, batch: np.ndarray, padded: int | None = None) -> torch.Tensor:
         """``[n, h, w, 3]`` uint8 host → ``[padded, 3, h, w]`` normalised on the device (pad rows zero)."""
         pixels = self._staging.upload(batch, self.device, padded)
-        x = pixels.permute(0, 3, 1, 2).float()
+        x = pixels.permute(0, 3, 1, 2).contiguous().float()  # NCHW, as the compiled graphs were traced
         return ((x - self._mean) / self._std).to(self.inference_backend.dtype)
 
     def _run_chunks(self, batch: np.ndarray) -> np.ndarray:

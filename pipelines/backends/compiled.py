@@ -128,6 +128,10 @@ class CompiledBackend:
             raise ValueError(f"batch {x.shape[0]} was not compiled; pad to one of {self._batch_sizes}")
         cuda_graphs = uses_cuda_graphs(self.mode) and x.device.type == "cuda"
         with torch.inference_mode():
+            if not x.is_inference() or not x.is_contiguous():
+                # Dynamo guards on both: a normal or channels-last tensor after warm-up would
+                # compile every batch size again, and past its recompile limit run it uncompiled.
+                x = x.clone(memory_format=torch.contiguous_format)
             if cuda_graphs:
                 torch.compiler.cudagraph_mark_step_begin()
             out: Any = self._compiled(x)

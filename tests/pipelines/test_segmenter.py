@@ -117,10 +117,14 @@ def test_info_reports_cpu_and_no_tensorrt() -> None:
     assert info.device == "cpu" and info.tensorrt_enabled is False and info.gpu_memory_free_mb is None
 
 
-def test_deform_sampling_auto_is_grid_sample_on_cpu_and_torchvision_on_cuda() -> None:
+def test_deform_sampling_auto_is_torchvision_only_on_cuda_without_cuda_graphs() -> None:
     assert resolve_deform_sampling("auto", torch.device("cpu")) is DeformSampling.GRID_SAMPLE
     assert resolve_deform_sampling("auto", torch.device("cuda", 0)) is DeformSampling.TORCHVISION
     assert resolve_deform_sampling("torchvision", torch.device("cpu")) is DeformSampling.TORCHVISION
+    # torchvision's kernels ignore the CUDA-graph capture stream (pytorch/vision#9513)
+    assert resolve_deform_sampling("auto", torch.device("cuda", 0), cuda_graphs=True) is DeformSampling.GRID_SAMPLE
+    assert resolve_deform_sampling("torchvision", torch.device("cuda"), cuda_graphs=True) is DeformSampling.GRID_SAMPLE
+    assert resolve_deform_sampling("torchvision", torch.device("cpu"), cuda_graphs=True) is DeformSampling.TORCHVISION
     with pytest.raises(ValueError, match="unknown deform_sampling 'cuda'.*grid_sample"):
         resolve_deform_sampling("cuda", torch.device("cpu"))
 

@@ -4,14 +4,19 @@ import os
 import subprocess
 import sys
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 
 from pipelines.backends import BackendSpec, BackendUnavailableError
 from pipelines.backends.compiled import INDUCTOR_CACHE_ENV, CompiledBackend, use_compile_cache, uses_cuda_graphs
+from pipelines.model.birefnet import DeformSampling, create_model
+from pipelines.model.variants import get_variant
+from pipelines.segmenter import Segmenter
 from tests.pipelines.backends.fakes import MeanModel
 
 REPO = Path(__file__).resolve().parents[3]
@@ -45,6 +50,30 @@ def test_build_warms_up_every_compiled_batch_size() -> None:
     backend = CompiledBackend.build(model, _spec(), compiler=RecordingCompiler())
     assert model.batches == [1, 2, 4]
     assert set(backend.compile_seconds) == {1, 2, 4}
+
+
+def test_serving_reuses_the_graphs_built_at_warm_up() -> None:
+    traced: list[tuple[int, bool, bool]] = []
+
+    def counting(graph: torch.fx.GraphModule, inputs: list[Any]) -> Callable[..., Any]:
+        x = next(t for t in inputs if isinstance(t, torch.Tensor) and t.dim() == 4)
+        traced.append((x.shape[0], x.is_inference(), x.is_contiguous()))
+        return graph.forward
+
+    def compiler(model: torch.nn.Module, **kwargs: Any) -> Callable[[torch.Tensor], torch.Tensor]:
+        return torch.compile(model, backend=counting, **kwargs)  # type: ignore[no-any-return]
+
+    torch._dynamo.reset()
+    variant = get_variant("demo")
+    model = create_model(replace(variant.config, deform_sampling=DeformSampling.GRID_SAMPLE)).eval()
+    backend = CompiledBackend.build(model, _spec(input_size=variant.input_size, batch_sizes=(1, 2)), compiler=compiler)
+    assert [batch for batch, _, _ in traced] == [1, 2]
+    segmenter = Segmenter(model, variant, torch.device("cpu"), backend=backend)
+    segmenter.warm_up()
+    segmenter.segment([np.full((*variant.input_size, 3), 90, np.uint8)] * 3)  # runs as 2 + 1
+    backend(torch.zeros(2, 3, *variant.input_size).to(memory_format=torch.channels_last))
+    assert [batch for batch, _, _ in traced] == [1, 2], f"recompiled: {traced}"
+    torch._dynamo.reset()
 
 
 def test_compiled_backend_rejects_a_batch_size_it_was_not_built_for() -> None:
