@@ -4,10 +4,13 @@
     python scripts/bench_gpu.py --device cpu --variants demo --size 64x64 --batches 1,2,4
 
 Per configuration it prints batch-1 latency p50/p95/p99, throughput at each batch size, peak
-memory (CUDA: peak allocated; CPU: the process's peak RSS so far, which only grows) and the
-agreement with eager float32 of the same variant (mean IoU of ``alpha ≥ 0.5`` and max Δα over
-``--agreement-inputs`` inputs). With ``--equivalence`` it also runs the float32 reference case
-(lite 288×416, TF32 off) against the official float64 mask. ``--markdown PATH`` writes the table.
+memory (CUDA: peak allocated over the row, and over the batch-1 runs alone; CPU: the process's
+peak RSS so far, which only grows) and the agreement with eager full float32 (TF32 off) of the
+same variant (mean IoU of ``alpha ≥ 0.5`` and max Δα over ``--agreement-inputs`` inputs). The
+float32 rows run as the service runs them, with TF32 and cuDNN autotuning (``--no-tf32``,
+``--no-cudnn-benchmark``), and each model gets the deformable conv the service would pick. With
+``--equivalence`` it also runs the float32 reference case (lite 288×416, TF32 off) against the
+official float64 mask. ``--markdown PATH`` writes the table.
 ``--build-only`` builds each configuration and reports its build time alone: run first, in the
 background, it fills the compile cache (``--engine-cache-dir``) so a timed run's builds take seconds.
 
@@ -25,7 +28,7 @@ import resource
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -34,12 +37,13 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pipelines.backends import BACKEND_NAMES, BackendSpec  # noqa: E402
-from pipelines.backends.agreement import Agreement, alpha_agreement, reference_equivalence  # noqa: E402
+from pipelines.backends.agreement import Agreement, alpha_agreement, reference_equivalence, tf32_disabled  # noqa: E402
+from pipelines.backends.compiled import uses_cuda_graphs  # noqa: E402
 from pipelines.backends.selection import DEFAULT_BUILDERS  # noqa: E402
-from pipelines.model.birefnet import create_model  # noqa: E402
+from pipelines.model.birefnet import DeformSampling, create_model  # noqa: E402
 from pipelines.model.deterministic import deterministic_input, deterministic_state_dict  # noqa: E402
 from pipelines.model.variants import get_variant  # noqa: E402
-from pipelines.segmenter import logits_to_alpha  # noqa: E402
+from pipelines.segmenter import configure_cuda_math, logits_to_alpha, resolve_deform_sampling  # noqa: E402
 from pipelines.timing import timed  # noqa: E402
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -58,6 +62,7 @@ class Row:
     latency_ms: tuple[float, float, float] | None = None
     throughput: dict[int, str] = field(default_factory=dict)
     peak_mb: float | None = None
+    peak_b1_mb: float | None = None
     agreement: Agreement | None = None
     note: str = ""
 
@@ -71,6 +76,13 @@ def peak_memory_mb(device: torch.device) -> float:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux reports KiB
+
+
+def model_input(batch: int, size: tuple[int, int], device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """A zero batch made as the Segmenter makes its inputs (an inference tensor, NCHW-contiguous),
+    so that compiled graphs take it without a copy or a recompile."""
+    with torch.inference_mode():
+        return torch.zeros((batch, 3, *size), device=device, dtype=dtype)
 
 
 def agreement_inputs(count: int, size: tuple[int, int]) -> torch.Tensor:
@@ -91,14 +103,18 @@ class Bench:
         self._weights: dict[str, dict[str, torch.Tensor]] = {}
         self._reference_alpha: dict[str, np.ndarray] = {}
 
-    def model(self, variant: str, dtype: torch.dtype) -> torch.nn.Module:
-        config = get_variant(variant).config
-        model = create_model(config)
+    def model(self, variant: str, dtype: torch.dtype, backend_name: str = "eager") -> torch.nn.Module:
+        """The variant on deterministic weights, with the deformable conv the service would pick."""
+        model = create_model(replace(get_variant(variant).config, deform_sampling=self.sampling(backend_name)))
         if variant not in self._weights:
             entries = [(key, tuple(t.shape)) for key, t in model.state_dict().items()]
             self._weights[variant] = deterministic_state_dict(entries)
         model.load_state_dict(self._weights[variant])
         return model.to(self.device, dtype)
+
+    def sampling(self, backend_name: str) -> DeformSampling:
+        cuda_graphs = backend_name in ("compile", "tensorrt") and uses_cuda_graphs(self.args.compile_mode)
+        return resolve_deform_sampling("auto", self.device, cuda_graphs)
 
     def size(self, variant: str) -> tuple[int, int]:
         size: tuple[int, int] = self.args.size or get_variant(variant).input_size
@@ -112,7 +128,7 @@ class Bench:
     def reference_alpha(self, variant: str, inputs: torch.Tensor) -> np.ndarray:
         if variant not in self._reference_alpha:
             model = self.model(variant, torch.float32)
-            with torch.inference_mode():
+            with tf32_disabled(), torch.inference_mode():  # the reference is full float32
                 self._reference_alpha[variant] = self.alphas(model, torch.float32, inputs)
             del model
             self._free()
@@ -139,12 +155,12 @@ class Bench:
                            engine_cache_dir=self.args.engine_cache_dir, weights_id="deterministic")
         start = time.perf_counter()
         try:  # this backend alone: the service's fallback would only benchmark another row twice
-            backend = DEFAULT_BUILDERS[backend_name](self.model(variant, dtype), spec)
+            backend = DEFAULT_BUILDERS[backend_name](self.model(variant, dtype, backend_name), spec)
         except Exception as exc:
             row.note = f"unavailable: {' '.join(str(exc).split())[:160]}"
             self._free()
             return row
-        row.note = f"build {time.perf_counter() - start:.1f} s"
+        row.note = f"build {time.perf_counter() - start:.1f} s, deform {self.sampling(backend_name).value}"
         if self.args.build_only:
             row.peak_mb = peak_memory_mb(self.device)
             del backend
@@ -154,11 +170,15 @@ class Bench:
             row.agreement = alpha_agreement(reference, self.alphas(backend, dtype, inputs))
             runnable = [1] if not backend.batch_sizes or 1 in backend.batch_sizes else []
             if runnable:
-                x = torch.zeros((1, 3, *size), device=self.device, dtype=dtype)
+                x = model_input(1, size, self.device, dtype)
+                if self.device.type == "cuda":  # batch 1 on its own: weights + one image's activations
+                    torch.cuda.reset_peak_memory_stats(self.device)
                 for _ in range(self.args.warmup):
                     backend(x)
                 times = [timed(lambda: backend(x), self.device) * 1000 for _ in range(self.args.latency_runs)]
                 row.latency_ms = (percentile(times, 50), percentile(times, 95), percentile(times, 99))
+                if self.device.type == "cuda":
+                    row.peak_b1_mb = peak_memory_mb(self.device)
             for batch in self.args.batches:
                 row.throughput[batch] = self.throughput(backend, batch, size, dtype)
         except RuntimeError as exc:
@@ -171,7 +191,7 @@ class Bench:
 
     def throughput(self, backend: Callable[[torch.Tensor], torch.Tensor], batch: int, size: tuple[int, int],
                    dtype: torch.dtype) -> str:
-        x = torch.zeros((batch, 3, *size), device=self.device, dtype=dtype)
+        x = model_input(batch, size, self.device, dtype)
         try:
             backend(x)  # warm-up (cuDNN algorithm choice, allocator)
             seconds = sum(timed(lambda: backend(x), self.device) for _ in range(self.args.throughput_runs))
@@ -190,12 +210,13 @@ def _fmt(value: float | None, digits: int = 1) -> str:
 def markdown_table(rows: list[Row], batches: list[int], device: torch.device) -> str:
     memory = "peak alloc MB" if device.type == "cuda" else "peak RSS MB"
     header = ["variant", "input", "backend", "dtype", "b1 p50 ms", "p95", "p99",
-              *[f"img/s b{b}" for b in batches], memory, "IoU vs fp32", "max Δα", "note"]
+              *[f"img/s b{b}" for b in batches], memory, "b1 peak alloc MB", "IoU vs fp32", "max Δα", "note"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
         p50, p95, p99 = row.latency_ms or (None, None, None)
         cells = [row.variant, f"{row.size[1]}×{row.size[0]}", row.backend, row.dtype, _fmt(p50, 2), _fmt(p95, 2),
                  _fmt(p99, 2), *[row.throughput.get(b, "—") for b in batches], _fmt(row.peak_mb, 0),
+                 _fmt(row.peak_b1_mb, 0),
                  _fmt(row.agreement.mean_iou, 4) if row.agreement else "—",
                  _fmt(row.agreement.max_abs_alpha, 4) if row.agreement else "—", row.note]
         lines.append("| " + " | ".join(cells) + " |")
@@ -205,8 +226,10 @@ def markdown_table(rows: list[Row], batches: list[int], device: torch.device) ->
 def device_description(device: torch.device) -> str:
     if device.type == "cuda":
         name = torch.cuda.get_device_name(device)
-        tf32 = torch.backends.cuda.matmul.allow_tf32
-        return f"{name}, torch {torch.__version__}, CUDA {torch.version.cuda}, TF32 matmul {'on' if tf32 else 'off'}"
+        tf32 = torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32
+        return (f"{name}, torch {torch.__version__}, CUDA {torch.version.cuda}, float32 rows with TF32 "
+                f"{'on' if tf32 else 'off'} and cuDNN benchmark {'on' if torch.backends.cudnn.benchmark else 'off'} "
+                "(IoU reference: full float32)")
     cpu = platform.processor() or platform.machine()
     return f"CPU ({cpu}), {torch.get_num_threads()} threads, torch {torch.__version__}"
 
@@ -235,7 +258,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--agreement-inputs", type=int, default=4)
     parser.add_argument("--compile-mode", default="default")
     parser.add_argument("--engine-cache-dir", type=Path, default=Path("/tmp/birefnet-engines"))
-    parser.add_argument("--tf32", action="store_true", help="allow TF32 matmuls/convolutions for float32 runs")
+    parser.add_argument("--tf32", action=argparse.BooleanOptionalAction, default=True,
+                        help="TF32 matmuls/convolutions for the float32 rows, as the service runs them")
+    parser.add_argument("--cudnn-benchmark", action=argparse.BooleanOptionalAction, default=True,
+                        help="cuDNN algorithm autotuning, as the service runs it")
     parser.add_argument("--equivalence", action="store_true", help="run the lite 288x416 float32 reference case")
     parser.add_argument("--reference-dir", type=Path, default=None)
     parser.add_argument("--threads", type=int, default=None, help="torch threads on CPU")
@@ -262,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
     requested = "cuda" if args.device == "auto" and torch.cuda.is_available() else args.device
     device = torch.device("cpu" if requested == "auto" else requested)
     if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = args.tf32
+        configure_cuda_math(args.tf32, args.cudnn_benchmark)
     bench = Bench(args, device)
     started = time.perf_counter()
     rows: list[Row] = []

@@ -100,13 +100,20 @@ PREWARM_PID=$!
 
 if $PY -c 'import pytest' 2>/dev/null; then
     # -m needs_cuda overrides the default "not needs_cuda" of pyproject; on a CPU they are collected and skipped.
-    step "needs_cuda tests" "${LIMITS[0]}" $PY -m pytest -q -p no:cacheprovider -m needs_cuda -rs tests/pipelines/backends
-    grep -E '^(PASSED|FAILED|SKIPPED|ERROR)|passed|failed|skipped' "$LOG" | tail -n 12 | sed 's/^/    /' >>"$REPORT"
+    # -v names each test as it ends (a timeout still shows which passed); -rfEs names failures and skips.
+    step "needs_cuda tests" "${LIMITS[0]}" $PY -m pytest -v -p no:cacheprovider -m needs_cuda -rfEs \
+        tests/pipelines/backends/test_gpu.py
+    grep -E '::test_| passed| failed| skipped| error' "$LOG" | sed 's/^/    /' >>"$REPORT"
 else
     say "" "## needs_cuda tests" "" "pytest is not installed here: skipped."
 fi
 
 step "benchmark: eager, all precisions" "${LIMITS[1]}" $PY scripts/bench_gpu.py "${BENCH_EAGER[@]}" --markdown "$REPORT"
+if kill -0 "$PREWARM_PID" 2>/dev/null; then
+    # Its compiles share the CPU, and its warm-up runs and CUDA-graph pools the GPU: an eager p99
+    # or an OOM cell at the largest batch may be its doing.
+    say "The compile pre-warm was still running when this step ended."
+fi
 wait "$PREWARM_PID"
 PREWARM_RC=$?
 cat "$PREWARM_OUT" >>"$LOG"

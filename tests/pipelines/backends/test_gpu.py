@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from pipelines.backends import BackendSpec, build_backend
-from pipelines.backends.agreement import alpha_agreement, reference_equivalence
+from pipelines.backends.agreement import alpha_agreement, reference_equivalence, tf32_disabled
 from pipelines.backends.compiled import CompiledBackend
 from pipelines.backends.eager import EagerBackend
 from pipelines.model.birefnet import create_model
@@ -41,23 +41,15 @@ def _alpha(backend: EagerBackend | CompiledBackend, x: torch.Tensor) -> np.ndarr
     return logits_to_alpha(backend(x.to(backend.dtype))).cpu().numpy()
 
 
-@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-def test_half_precision_agrees_with_float32_on_lite(dtype: torch.dtype) -> None:
+@pytest.mark.parametrize(("dtype", "min_iou"), [(torch.float16, 0.99), (torch.bfloat16, 0.985)])
+def test_half_precision_agrees_with_float32_on_lite(dtype: torch.dtype, min_iou: float) -> None:
+    # bfloat16 keeps 8 mantissa bits to float16's 11: on the CPU the same case gives 0.992 / 0.999.
     x = _inputs(2, (512, 512))
-    reference = _alpha(EagerBackend(_model("lite")), x)
+    with tf32_disabled():
+        reference = _alpha(EagerBackend(_model("lite")), x)
     half = _alpha(EagerBackend(_model("lite", dtype), dtype), x)
     agreement = alpha_agreement(reference, half)
-    assert agreement.mean_iou >= 0.99, agreement
-
-
-def test_compile_backend_agrees_with_eager_on_demo() -> None:
-    # One graph (batch 2): the device check's test step shares its time limit with this compile.
-    spec = BackendSpec(variant="demo", input_size=get_variant("demo").input_size, device=CUDA, batch_sizes=(2,))
-    x = _inputs(2, spec.input_size)
-    reference = _alpha(EagerBackend(_model("demo")), x)
-    compiled = CompiledBackend.build(_model("demo"), spec)
-    agreement = alpha_agreement(reference, _alpha(compiled, x))
-    assert agreement.max_abs_alpha <= 2 / 255, agreement
+    assert agreement.mean_iou >= min_iou, agreement
 
 
 @pytest.mark.skipif(importlib.util.find_spec("torch_tensorrt") is None, reason="torch_tensorrt not installed")
@@ -91,9 +83,34 @@ def test_segmenter_on_cuda_uses_pinned_staging_and_reports_memory() -> None:
     assert segmenter.info().gpu_memory_free_mb is not None
 
 
+@pytest.fixture
+def generated_weights(monkeypatch: pytest.MonkeyPatch) -> None:
+    """from_settings on deterministic weights: the bundled demo file needs safetensors."""
+    monkeypatch.setattr("pipelines.weights.bundled_weights", lambda variant: None)
+
+
+@pytest.mark.usefixtures("generated_weights")
 @pytest.mark.parametrize("tf32", [True, False])
 def test_segmenter_from_settings_sets_the_cuda_math_flags(tf32: bool) -> None:
     with cuda_math_restored():
         Segmenter.from_settings(SegmenterSettings(variant="demo", device="cuda", tf32=tf32, cudnn_benchmark=True))
         assert torch.backends.cuda.matmul.allow_tf32 is tf32 and torch.backends.cudnn.allow_tf32 is tf32
         assert torch.backends.cudnn.benchmark is True
+
+
+@pytest.mark.usefixtures("generated_weights")
+def test_compiled_segmenter_with_cuda_graphs_agrees_with_eager_and_never_recompiles() -> None:
+    # Last: the one cold compile of this file (one graph, batch 2), while the pre-warm shares the CPU.
+    compiled = Segmenter.from_settings(SegmenterSettings(variant="demo", device="cuda", backend="compile",
+                                                         compile_mode="reduce-overhead", batch_sizes=(2,)))
+    assert compiled.backend == "compile", compiled.backend_fallbacks
+    compiled.warm_up()
+    eager = Segmenter.from_settings(SegmenterSettings(variant="demo", device="cuda"))
+    generator = np.random.default_rng(0)
+    images = [generator.integers(0, 256, (*compiled.input_size, 3), dtype=np.uint8) for _ in range(3)]
+    with torch._dynamo.config.patch(error_on_recompile=True):
+        served = [m.alpha for m in compiled.segment(images)]  # 2 + 1 padded to 2, CUDA-graph replays
+        again = [m.alpha for m in compiled.segment(images[:2])]
+    expected = [m.alpha for m in eager.segment(images)]
+    for alpha, reference in zip(served + again, expected + expected[:2], strict=True):
+        assert np.abs(alpha.astype(int) - reference.astype(int)).max() <= 2
