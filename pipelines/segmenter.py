@@ -62,7 +62,8 @@ class SegmenterSettings:
         patch_order: decoder patch-channel order (``current`` or ``legacy``).
         deform_sampling: deformable-conv implementation: ``torchvision``, ``grid_sample`` (same
             output; 1.3–1.6× faster forwards on CPU for ~20 % more peak memory) or ``auto``
-            (grid_sample on CPU, torchvision on CUDA).
+            (see :func:`resolve_deform_sampling`: torchvision only on CUDA without TensorRT or
+            CUDA graphs).
         memory_check: refuse a batch when free GPU memory is below the estimate.
         backend: ``eager``, ``compile`` or ``tensorrt``; an unavailable one falls back along
             ``tensorrt → compile → eager`` (reported in :class:`SegmenterInfo`).
@@ -119,24 +120,30 @@ def input_size_for(variant: str) -> tuple[int, int]:
     return get_variant(variant).input_size
 
 
-def resolve_deform_sampling(requested: str, device: torch.device, cuda_graphs: bool = False) -> DeformSampling:
-    """The deformable-conv implementation for ``requested`` on ``device``.
+def resolve_deform_sampling(
+    requested: str, device: torch.device, backend: str = "eager", compile_mode: str = "default"
+) -> DeformSampling:
+    """The deformable-conv implementation for ``requested`` on ``device`` with ``backend``.
 
-    ``auto`` is grid_sample on the CPU (faster there) and torchvision's kernel on CUDA, except
-    under CUDA graphs: torchvision's deform_conv2d kernels launch on the legacy default stream
-    (pytorch/vision#9513, fixed after 0.26), which CUDA-graph capture and its side-stream warm-up
-    do not order with, so with ``cuda_graphs`` the pure-ATen grid_sample version (same output)
-    is used even when torchvision was asked for.
+    ``auto`` is torchvision's kernel only on CUDA with eager or CUDA-graph-free compile, and the
+    pure-ATen grid_sample version (same output) elsewhere: faster on the CPU; convertible by
+    TensorRT, which would otherwise split its engine at every deformable conv; and safe under
+    CUDA graphs. torchvision's deform_conv2d kernels launch on the legacy default stream
+    (pytorch/vision#9513, fixed after 0.26), which graph capture and its side-stream warm-up do not
+    order with, so under CUDA graphs grid_sample is used even when torchvision was asked for.
+    A TensorRT build that falls back compiles with the same ``compile_mode``.
     """
+    cuda = device.type == "cuda"
+    cuda_graphs = cuda and backend in ("compile", "tensorrt") and uses_cuda_graphs(compile_mode)
     if requested == "auto":
-        on_torchvision = device.type == "cuda" and not cuda_graphs
+        on_torchvision = cuda and backend != "tensorrt" and not cuda_graphs
         return DeformSampling.TORCHVISION if on_torchvision else DeformSampling.GRID_SAMPLE
     try:
         sampling = DeformSampling(requested)
     except ValueError:
         names = ", ".join(["auto", *(m.value for m in DeformSampling)])
         raise ValueError(f"unknown deform_sampling {requested!r}; use one of {names}") from None
-    if sampling is DeformSampling.TORCHVISION and device.type == "cuda" and cuda_graphs:
+    if sampling is DeformSampling.TORCHVISION and cuda_graphs:
         logger.warning("deform_sampling torchvision is unsafe under CUDA graphs (its kernels ignore the "
                        "capture stream); using grid_sample")
         return DeformSampling.GRID_SAMPLE
@@ -258,10 +265,8 @@ class Segmenter:
             configure_cuda_math(settings.tf32, settings.cudnn_benchmark)
         if device.type == "cpu" and settings.num_threads:
             torch.set_num_threads(settings.num_threads)
-        # A TensorRT build that falls back compiles with the same mode.
-        cuda_graphs = settings.backend in ("compile", "tensorrt") and uses_cuda_graphs(settings.compile_mode)
-        config = replace(with_patch_order(variant.config, settings.patch_order),
-                         deform_sampling=resolve_deform_sampling(settings.deform_sampling, device, cuda_graphs))
+        sampling = resolve_deform_sampling(settings.deform_sampling, device, settings.backend, settings.compile_mode)
+        config = replace(with_patch_order(variant.config, settings.patch_order), deform_sampling=sampling)
         model = create_model(config)
         checkpoint, report = _load_weights(model, variant, settings)
         logger.info("BiRefNet %s weights: %s", variant.name, report.summary() if report else "generated")

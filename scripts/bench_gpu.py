@@ -38,7 +38,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pipelines.backends import BACKEND_NAMES, BackendSpec  # noqa: E402
 from pipelines.backends.agreement import Agreement, alpha_agreement, reference_equivalence, tf32_disabled  # noqa: E402
-from pipelines.backends.compiled import uses_cuda_graphs  # noqa: E402
 from pipelines.backends.selection import DEFAULT_BUILDERS  # noqa: E402
 from pipelines.model.birefnet import DeformSampling, create_model  # noqa: E402
 from pipelines.model.deterministic import deterministic_input, deterministic_state_dict  # noqa: E402
@@ -113,8 +112,7 @@ class Bench:
         return model.to(self.device, dtype)
 
     def sampling(self, backend_name: str) -> DeformSampling:
-        cuda_graphs = backend_name in ("compile", "tensorrt") and uses_cuda_graphs(self.args.compile_mode)
-        return resolve_deform_sampling("auto", self.device, cuda_graphs)
+        return resolve_deform_sampling("auto", self.device, backend_name, self.args.compile_mode)
 
     def size(self, variant: str) -> tuple[int, int]:
         size: tuple[int, int] = self.args.size or get_variant(variant).input_size

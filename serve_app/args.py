@@ -40,7 +40,8 @@ class ModelArgs(_Strict):
         patch_order: decoder patch-channel order, ``current`` (official code) or ``legacy``
             (pre-2024-11 code) for A/B tests with real weights.
         deform_sampling: deformable-conv implementation, ``auto`` (grid_sample on CPU, where it
-            is 1.3–1.6× faster, torchvision's kernel on CUDA), ``torchvision`` or ``grid_sample``.
+            is 1.3–1.6× faster, and under TensorRT or CUDA graphs; torchvision's kernel otherwise
+            on CUDA), ``torchvision`` or ``grid_sample``.
         backend: ``eager``, ``compile`` (torch.compile) or ``tensorrt`` (torch-tensorrt extra); an
             unavailable one falls back along tensorrt → compile → eager, reported in /health.
         compile_mode: torch.compile mode (``reduce-overhead`` adds CUDA graphs).

@@ -117,14 +117,30 @@ def test_info_reports_cpu_and_no_tensorrt() -> None:
     assert info.device == "cpu" and info.tensorrt_enabled is False and info.gpu_memory_free_mb is None
 
 
-def test_deform_sampling_auto_is_torchvision_only_on_cuda_without_cuda_graphs() -> None:
-    assert resolve_deform_sampling("auto", torch.device("cpu")) is DeformSampling.GRID_SAMPLE
-    assert resolve_deform_sampling("auto", torch.device("cuda", 0)) is DeformSampling.TORCHVISION
+@pytest.mark.parametrize(("device", "backend", "mode", "expected"), [
+    ("cpu", "eager", "default", "grid_sample"),
+    ("cuda", "eager", "default", "torchvision"),
+    ("cuda", "compile", "default", "torchvision"),
+    ("cuda", "compile", "max-autotune-no-cudagraphs", "torchvision"),
+    ("cuda", "compile", "reduce-overhead", "grid_sample"),  # CUDA graphs
+    ("cuda", "compile", "max-autotune", "grid_sample"),
+    ("cuda", "tensorrt", "default", "grid_sample"),  # one engine instead of one per deform-free stretch
+])
+def test_deform_sampling_auto_is_torchvision_only_where_its_kernel_is_safe_and_useful(
+    device: str, backend: str, mode: str, expected: str
+) -> None:
+    assert resolve_deform_sampling("auto", torch.device(device), backend, mode) is DeformSampling(expected)
+
+
+def test_deform_sampling_named_is_kept_except_torchvision_under_cuda_graphs() -> None:
     assert resolve_deform_sampling("torchvision", torch.device("cpu")) is DeformSampling.TORCHVISION
-    # torchvision's kernels ignore the CUDA-graph capture stream (pytorch/vision#9513)
-    assert resolve_deform_sampling("auto", torch.device("cuda", 0), cuda_graphs=True) is DeformSampling.GRID_SAMPLE
-    assert resolve_deform_sampling("torchvision", torch.device("cuda"), cuda_graphs=True) is DeformSampling.GRID_SAMPLE
-    assert resolve_deform_sampling("torchvision", torch.device("cpu"), cuda_graphs=True) is DeformSampling.TORCHVISION
+    assert resolve_deform_sampling("torchvision", torch.device("cpu"), "compile", "reduce-overhead") is (
+        DeformSampling.TORCHVISION)
+    assert resolve_deform_sampling("torchvision", torch.device("cuda"), "tensorrt") is DeformSampling.TORCHVISION
+    # its kernels ignore the CUDA-graph capture stream (pytorch/vision#9513)
+    assert resolve_deform_sampling("torchvision", torch.device("cuda"), "compile", "reduce-overhead") is (
+        DeformSampling.GRID_SAMPLE)
+    assert resolve_deform_sampling("grid_sample", torch.device("cuda")) is DeformSampling.GRID_SAMPLE
     with pytest.raises(ValueError, match="unknown deform_sampling 'cuda'.*grid_sample"):
         resolve_deform_sampling("cuda", torch.device("cpu"))
 
