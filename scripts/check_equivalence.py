@@ -6,15 +6,20 @@ loads each through the same loader users use, checks both loads agree tensor for
 reference input and compares the sigmoid mask with the official float64 output.
 
     python scripts/check_equivalence.py --variant lite --case 288x416 --dtype float64
+    python scripts/check_equivalence.py --reference-dir /data/birefnet-reference
 
-The last line is ``max_abs_mask_diff=<value>``; the exit status is 0 only within the tolerances
-(float64: max ≤ 1e-9; float32: max ≤ 2e-5 and mean ≤ 1e-6).
+The reference files (state-dict manifest and ``.npz`` of official outputs) are read from
+``--reference-dir``, by default the first of ``shared/reference``, ``../shared/reference`` and
+``.ref`` (relative to the repository root) that exists. The last line is
+``max_abs_mask_diff=<value>``; the exit status is 0 only within the tolerances (float64: max ≤ 1e-9;
+float32: max ≤ 2e-5 and mean ≤ 1e-6), 2 when the reference files are missing.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 import time
@@ -30,7 +35,8 @@ from pipelines.model.birefnet import SWIN_L, SWIN_T  # noqa: E402
 from pipelines.model.checkpoint import load_checkpoint  # noqa: E402
 from pipelines.model.deterministic import deterministic_input, deterministic_state_dict  # noqa: E402
 
-DEFAULT_REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference"
+REPO = Path(__file__).resolve().parents[1]
+REFERENCE_CANDIDATES = (Path("shared/reference"), Path("../shared/reference"), Path(".ref"))
 BACKBONES = {"lite": SWIN_T, "general": SWIN_L}
 TOLERANCES = {"float64": {"max": 1e-9, "mean": 1e-9}, "float32": {"max": 2e-5, "mean": 1e-6}}
 
@@ -41,6 +47,16 @@ def reference_files(reference_dir: Path, variant: str, case: str) -> tuple[Path,
         reference_dir / f"{variant}_state_dict_manifest.json",
         reference_dir / f"{variant}_reference{suffix}.npz",
     )
+
+
+def reference_candidates(root: Path) -> list[Path]:
+    """Where the reference folder is looked for when ``--reference-dir`` is not given, in order."""
+    return [Path(os.path.normpath(root / candidate)) for candidate in REFERENCE_CANDIDATES]
+
+
+def default_reference_dir(root: Path) -> Path | None:
+    """The first of :func:`reference_candidates` that is a folder, or None."""
+    return next((path for path in reference_candidates(root) if path.is_dir()), None)
 
 
 def run(variant: str, case: str, dtype_name: str, reference_dir: Path, threads: int) -> dict[str, float]:
@@ -89,16 +105,30 @@ def run(variant: str, case: str, dtype_name: str, reference_dir: Path, threads: 
     }
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, root: Path = REPO) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--variant", choices=sorted(BACKBONES), default="lite")
     parser.add_argument("--case", choices=["512", "288x416"], default="288x416")
     parser.add_argument("--dtype", choices=sorted(TOLERANCES), default="float64")
-    parser.add_argument("--reference-dir", type=Path, default=DEFAULT_REFERENCE)
+    parser.add_argument("--reference-dir", type=Path, default=None,
+                        help="folder of the reference files (default: the first of "
+                             f"{', '.join(map(str, REFERENCE_CANDIDATES))} that exists)")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
 
-    result = run(args.variant, args.case, args.dtype, args.reference_dir, args.threads)
+    reference_dir = args.reference_dir or default_reference_dir(root)
+    if reference_dir is None:
+        looked = ", ".join(map(str, reference_candidates(root)))
+        print(f"error: no reference folder: looked in {looked}; pass --reference-dir", file=sys.stderr)
+        return 2
+    if not reference_dir.is_dir():
+        print(f"error: reference folder {reference_dir} does not exist", file=sys.stderr)
+        return 2
+    missing = [path.name for path in reference_files(reference_dir, args.variant, args.case) if not path.is_file()]
+    if missing:
+        print(f"error: {reference_dir} lacks {' and '.join(missing)}; pass --reference-dir", file=sys.stderr)
+        return 2
+    result = run(args.variant, args.case, args.dtype, reference_dir, args.threads)
     tol = TOLERANCES[args.dtype]
     ok = result["max_abs_mask_diff"] <= tol["max"] and result["mean_abs_mask_diff"] <= tol["mean"]
     print(

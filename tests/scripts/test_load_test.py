@@ -42,8 +42,19 @@ def test_summary_last_line() -> None:
     outcomes = [load_test.Outcome("ok", 200, 10.0), load_test.Outcome("rejected", 503, 2.0)]
     outcomes += [load_test.Outcome("lost", None, 90000.0, "TimeoutError")]
     line = load_test.summarise(outcomes, 1.0).last_line()
-    assert line == "requests=3 ok=1 rejected=1 errors=0 lost=1 p50_ms=6 p99_ms=10"
+    assert line == "requests=3 ok=1 rejected=1 errors=0 lost=1 p50_ms=10 p99_ms=10"
     assert np.isclose(load_test.summarise(outcomes, 2.0).throughput_rps, 0.5)
+
+
+def test_latency_percentiles_are_of_ok_answers_and_rejections_are_counted_apart() -> None:
+    ok = [load_test.Outcome("ok", 200, float(ms)) for ms in (1000, 2000, 3000)]
+    rejected = [load_test.Outcome("rejected", 429, 5.0)] * 10
+    errors = [load_test.Outcome("error", 500, 1.0, "500 INFERENCE_ERROR")]
+    summary = load_test.summarise(ok + rejected + errors, 10.0)
+    assert summary.latency_ms == {"p50": 2000.0, "p95": 2900.0, "p99": 2980.0, "max": 3000.0}
+    assert summary.counts == {"ok": 3, "rejected": 10, "error": 1, "lost": 0}
+    assert summary.rejected_latency_ms["p50"] == 5.0
+    assert summary.last_line() == "requests=14 ok=3 rejected=10 errors=1 lost=0 p50_ms=2000 p99_ms=2980"
 
 
 def test_non_loopback_hosts_are_refused_unless_allowed() -> None:
