@@ -77,7 +77,9 @@ class SegmenterSettings:
             official inference code does (``set_float32_matmul_precision('high')``); False keeps
             full float32. Half-precision dtypes are unaffected.
         cudnn_benchmark: on CUDA, let cuDNN time its convolution algorithms for each input shape
-            once (the warm-up pays) and keep the fastest.
+            once and keep the fastest. None (default): on for the compiled backends, whose few
+            fixed shapes the warm-up times; off for eager, where every new batch size would pay a
+            timing pass (and its workspace trials) on a live request.
     """
 
     variant: str = "general"
@@ -94,7 +96,7 @@ class SegmenterSettings:
     engine_cache_dir: str | None = None
     batch_sizes: tuple[int, ...] = (1, 2, 4)
     tf32: bool = True
-    cudnn_benchmark: bool = True
+    cudnn_benchmark: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -170,6 +172,11 @@ def resolve_device(requested: str) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise InferenceError("device 'cuda' was requested but no CUDA GPU is available")
     return device
+
+
+def cudnn_benchmark_for(setting: bool | None, backend: str) -> bool:
+    """The ``cudnn_benchmark`` setting resolved: None → on for fixed-shape (compiled) backends."""
+    return setting if setting is not None else backend in ("compile", "tensorrt")
 
 
 def configure_cuda_math(tf32: bool, cudnn_benchmark: bool) -> None:
@@ -262,7 +269,7 @@ class Segmenter:
             logger.warning("%s is slow or unsupported on CPU (deform_conv2d); using float32", settings.dtype)
             dtype = torch.float32
         if device.type == "cuda":
-            configure_cuda_math(settings.tf32, settings.cudnn_benchmark)
+            configure_cuda_math(settings.tf32, cudnn_benchmark_for(settings.cudnn_benchmark, settings.backend))
         if device.type == "cpu" and settings.num_threads:
             torch.set_num_threads(settings.num_threads)
         sampling = resolve_deform_sampling(settings.deform_sampling, device, settings.backend, settings.compile_mode)

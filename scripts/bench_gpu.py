@@ -7,8 +7,8 @@ Per configuration it prints batch-1 latency p50/p95/p99, throughput at each batc
 memory (CUDA: peak allocated over the row, and over the batch-1 runs alone; CPU: the process's
 peak RSS so far, which only grows) and the agreement with eager full float32 (TF32 off) of the
 same variant (mean IoU of ``alpha ≥ 0.5`` and max Δα over ``--agreement-inputs`` inputs). The
-float32 rows run as the service runs them, with TF32 and cuDNN autotuning (``--no-tf32``,
-``--no-cudnn-benchmark``), and each model gets the deformable conv the service would pick. With
+rows run as the service runs them: float32 with TF32 (``--no-tf32``), cuDNN algorithm timing for
+the compiled backends only (``--[no-]cudnn-benchmark``), and the deformable conv it would pick. With
 ``--equivalence`` it also runs the float32 reference case (lite 288×416, TF32 off) against the
 official float64 mask. ``--markdown PATH`` writes the table.
 ``--build-only`` builds each configuration and reports its build time alone: run first, in the
@@ -42,7 +42,12 @@ from pipelines.backends.selection import DEFAULT_BUILDERS  # noqa: E402
 from pipelines.model.birefnet import DeformSampling, create_model  # noqa: E402
 from pipelines.model.deterministic import deterministic_input, deterministic_state_dict  # noqa: E402
 from pipelines.model.variants import get_variant  # noqa: E402
-from pipelines.segmenter import configure_cuda_math, logits_to_alpha, resolve_deform_sampling  # noqa: E402
+from pipelines.segmenter import (  # noqa: E402
+    configure_cuda_math,
+    cudnn_benchmark_for,
+    logits_to_alpha,
+    resolve_deform_sampling,
+)
 from pipelines.timing import timed  # noqa: E402
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -147,6 +152,7 @@ class Bench:
             inputs = agreement_inputs(self.args.agreement_inputs, size)
             reference = self.reference_alpha(variant, inputs)
         if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = cudnn_benchmark_for(self.args.cudnn_benchmark, backend_name)
             torch.cuda.reset_peak_memory_stats(self.device)
         spec = BackendSpec(variant=variant, input_size=size, device=self.device, dtype=dtype,
                            batch_sizes=tuple(self.args.batches), compile_mode=self.args.compile_mode,
@@ -226,8 +232,7 @@ def device_description(device: torch.device) -> str:
         name = torch.cuda.get_device_name(device)
         tf32 = torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32
         return (f"{name}, torch {torch.__version__}, CUDA {torch.version.cuda}, float32 rows with TF32 "
-                f"{'on' if tf32 else 'off'} and cuDNN benchmark {'on' if torch.backends.cudnn.benchmark else 'off'} "
-                "(IoU reference: full float32)")
+                f"{'on' if tf32 else 'off'} (IoU reference: full float32)")
     cpu = platform.processor() or platform.machine()
     return f"CPU ({cpu}), {torch.get_num_threads()} threads, torch {torch.__version__}"
 
@@ -258,8 +263,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--engine-cache-dir", type=Path, default=Path("/tmp/birefnet-engines"))
     parser.add_argument("--tf32", action=argparse.BooleanOptionalAction, default=True,
                         help="TF32 matmuls/convolutions for the float32 rows, as the service runs them")
-    parser.add_argument("--cudnn-benchmark", action=argparse.BooleanOptionalAction, default=True,
-                        help="cuDNN algorithm autotuning, as the service runs it")
+    parser.add_argument("--cudnn-benchmark", action=argparse.BooleanOptionalAction, default=None,
+                        help="cuDNN algorithm timing (default: as the service, on for compiled backends only)")
     parser.add_argument("--equivalence", action="store_true", help="run the lite 288x416 float32 reference case")
     parser.add_argument("--reference-dir", type=Path, default=None)
     parser.add_argument("--threads", type=int, default=None, help="torch threads on CPU")
@@ -286,7 +291,7 @@ def main(argv: list[str] | None = None) -> int:
     requested = "cuda" if args.device == "auto" and torch.cuda.is_available() else args.device
     device = torch.device("cpu" if requested == "auto" else requested)
     if device.type == "cuda":
-        configure_cuda_math(args.tf32, args.cudnn_benchmark)
+        configure_cuda_math(args.tf32, cudnn_benchmark=False)  # per row in Bench.run
     bench = Bench(args, device)
     started = time.perf_counter()
     rows: list[Row] = []

@@ -50,7 +50,8 @@ class ModelArgs(_Strict):
             ``max_batch_size`` (batches are padded to the nearest one).
         tf32: float32 on CUDA uses TF32 tensor cores, as the official inference code does; false
             for full float32.
-        cudnn_benchmark: cuDNN picks the fastest convolution algorithm per input shape.
+        cudnn_benchmark: cuDNN times its convolution algorithms per input shape; unset: on for
+            the compiled backends (fixed shapes, timed at warm-up), off for eager.
         segmenter_factory: ``"module:callable"`` building the segmenter from its settings; None is
             ``pipelines.segmenter.Segmenter.from_settings``. An injection point for tests and for
             alternative backends.
@@ -70,7 +71,7 @@ class ModelArgs(_Strict):
     engine_cache_dir: str | None = None
     batch_sizes: tuple[Annotated[int, Field(ge=1)], ...] = Field(default=(1, 2, 4), min_length=1)
     tf32: bool = True
-    cudnn_benchmark: bool = True
+    cudnn_benchmark: bool | None = None
     segmenter_factory: str | None = Field(default=None, pattern=r"^[\w.]+:[\w.]+$")
 
     @model_validator(mode="after")

@@ -22,7 +22,7 @@ def test_backend_settings_reach_the_segmenter() -> None:
     assert settings.backend == "compile" and settings.compile_mode == "reduce-overhead"
     assert settings.batch_sizes == (1, 4, 8)
     assert settings.patch_order == "legacy"
-    assert settings.tf32 is False and settings.cudnn_benchmark is True
+    assert settings.tf32 is False and settings.cudnn_benchmark is None
 
 
 def test_unknown_backend_is_rejected_at_deploy_time() -> None:

@@ -8,7 +8,13 @@ import torch
 
 from pipelines.errors import GpuMemoryExhaustedError
 from pipelines.model.variants import get_variant
-from pipelines.segmenter import Segmenter, SegmenterSettings, configure_cuda_math, input_size_for
+from pipelines.segmenter import (
+    Segmenter,
+    SegmenterSettings,
+    configure_cuda_math,
+    cudnn_benchmark_for,
+    input_size_for,
+)
 from tests.pipelines.backends.fakes import ActivationWatchBackend, FixedSizeBackend, cuda_math_restored
 
 
@@ -120,6 +126,18 @@ def test_cuda_math_flags_are_set_and_a_cpu_segmenter_leaves_them() -> None:
         Segmenter.from_settings(SegmenterSettings(variant="demo", device="cpu", tf32=True, cudnn_benchmark=False))
         assert not torch.backends.cuda.matmul.allow_tf32 and not torch.backends.cudnn.allow_tf32
         assert torch.backends.cudnn.benchmark
+
+
+@pytest.mark.parametrize(("setting", "backend", "expected"), [
+    (None, "eager", False),  # dynamic batch sizes: no timing pass on live requests
+    (None, "compile", True),
+    (None, "tensorrt", True),
+    (True, "eager", True),
+    (False, "compile", False),
+])
+def test_cudnn_benchmark_defaults_to_the_fixed_shape_backends(setting: bool | None, backend: str,
+                                                              expected: bool) -> None:
+    assert cudnn_benchmark_for(setting, backend) is expected
 
 
 def test_auto_device_without_a_gpu_is_the_cpu() -> None:
