@@ -31,7 +31,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from serve_app.args import RateLimitArgs  # noqa: E402
+from serve_app.args import ModelArgs, RateLimitArgs  # noqa: E402
 
 APP_IMPORT_PATH = "serve_app.app:build_app"
 
@@ -40,7 +40,8 @@ ENVIRONMENT = {
     "BIREFNET_MODEL_PATH": "args.model.weights",
     "BIREFNET_DEVICE": "args.model.device (auto, cpu or cuda)",
     "BIREFNET_USE_TENSORRT": "args.model.backend: tensorrt when true; eager when false and tensorrt was configured",
-    "BIREFNET_BATCH_SIZE": "Inference user_config.max_batch_size (max_ongoing_requests raised to twice it)",
+    "BIREFNET_BATCH_SIZE": "Inference user_config.max_batch_size (max_ongoing_requests raised to twice it; "
+    "a compiled backend's batch_sizes extended to it)",
     "BIREFNET_CUDNN_BENCHMARK": "args.model.cudnn_benchmark",
     "BIREFNET_MAX_IMAGE_SIZE_MB": "args.upload.max_file_mb",
     "BIREFNET_MAX_MEGAPIXELS": "args.upload.max_megapixels",
@@ -114,6 +115,9 @@ def _apply_environment(app: dict[str, Any], environ: Mapping[str, str]) -> None:
         inference = _deployment(app, "Inference")
         inference.setdefault("user_config", {})["max_batch_size"] = batch
         inference["max_ongoing_requests"] = max(inference.get("max_ongoing_requests", 0), 2 * batch)
+        sizes = model.get("batch_sizes") or list(ModelArgs().batch_sizes)
+        if model.get("backend") in ("compile", "tensorrt") and max(sizes) < batch:
+            model["batch_sizes"] = sorted({*sizes, batch})  # or every full batch runs as several chunks
 
 
 def _set_default_tier_rule(args: dict[str, Any], period_s: float, limit: int) -> None:

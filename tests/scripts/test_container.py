@@ -84,6 +84,12 @@ def test_spec_environment_variables_override_the_config(name: str) -> None:
     inference = next(d for d in app["deployments"] if d["name"] == "Inference")
     assert BatchConfig.model_validate(inference["user_config"]).max_batch_size == 12
     assert inference["max_ongoing_requests"] >= 24
+    assert max(args.model.batch_sizes) == 12  # tensorrt: a full batch is one engine call, not three
+
+
+def test_batch_size_leaves_eager_batch_sizes_alone() -> None:
+    derived = container_config(load("serve_config.yaml"), "/models", {"BIREFNET_BATCH_SIZE": "12"})
+    assert "batch_sizes" not in derived["applications"][0]["args"]["model"]
 
 
 def test_without_the_environment_only_host_and_cache_change() -> None:
