@@ -84,6 +84,21 @@ def parse_form_bool(name: str, value: bytes) -> bool:
     raise InvalidRequestError(f"Form field '{name}' must be true or false", field=name)
 
 
+def check_handle_arguments(image: object, smoothing: object, filename: object) -> None:
+    """The handle API's arguments, typed as the HTTP form's fields are parsed (400 otherwise).
+
+    Python callers bypass the form: a ``smoothing="false"`` string would be truthy, and a ``str``
+    image is not an upload.
+    """
+    if not isinstance(image, (bytes, bytearray, memoryview)):
+        raise InvalidRequestError(f"image must be the encoded file as bytes, not {type(image).__name__}",
+                                  field="image")
+    if not isinstance(smoothing, bool):
+        raise InvalidRequestError(f"smoothing must be True or False, not {smoothing!r}", field="smoothing")
+    if filename is not None and not isinstance(filename, str):
+        raise InvalidRequestError(f"filename must be a string, not {type(filename).__name__}", field="filename")
+
+
 class RemovalFormReader:
     """Incremental parser of the ``/remove`` form.
 

@@ -51,6 +51,11 @@ _REPLICA_LOST = frozenset(
         "ReplicaUnavailableError",
     }
 )
+# The caller is gone (Starlette's ClientDisconnect mid-upload; Ray's cancellations of a request
+# whose HTTP client disconnected): nobody to answer, and not the service's error.
+_CLIENT_GONE = frozenset({"ClientDisconnect", "TaskCancelledError", "RequestCancelledError", "CancelledError"})
+# nginx's "client closed request": what metrics count such requests as.
+CLIENT_CLOSED_REQUEST = 499
 
 
 def result_filename(upload_name: str | None, now: datetime) -> str:
@@ -160,6 +165,12 @@ def is_back_pressure(exc: BaseException) -> bool:
 def is_replica_lost(exc: BaseException) -> bool:
     """Whether a stage's replica died or became unreachable while serving the request."""
     return _caused_by(exc, _REPLICA_LOST)
+
+
+def is_client_gone(exc: BaseException) -> bool:
+    """Whether the caller went away: an upload cut short, or the request cancelled (the proxy
+    cancels a request whose HTTP client disconnected, and Serve cancels the stages it awaits)."""
+    return _caused_by(exc, _CLIENT_GONE)
 
 
 def to_service_error(exc: BaseException, *, retry_after_s: float = 2.0) -> BackgroundRemovalError:

@@ -35,14 +35,22 @@ from serve_app import API_PREFIX
 from serve_app.api_keys import ApiKeyRegistry, KeyMatch
 from serve_app.args import IngressArgs
 from serve_app.cors import ReplicaCORS
-from serve_app.form import RemovalForm, RemovalFormReader, check_declared_length, parse_content_length
+from serve_app.form import (
+    RemovalForm,
+    RemovalFormReader,
+    check_declared_length,
+    check_handle_arguments,
+    parse_content_length,
+)
 from serve_app.health import API_VERSION, SERVICE_NAME, Answer, assess_health, assess_readiness
 from serve_app.metrics import RequestMetrics, StageMetrics
 from serve_app.rate_limit import RateDecision, rate_limit_error, rate_limit_headers
 from serve_app.records import Cutout, ProcessingInfo, RemovalResult, RequestSample
 from serve_app.responses import (
+    CLIENT_CLOSED_REQUEST,
     base64_body,
     error_parts,
+    is_client_gone,
     processing_info,
     result_filename,
     result_headers,
@@ -213,9 +221,17 @@ class Ingress:
             check_declared_length(length, self._limits.max_file_bytes)
             decision = await self._admit(request, key)
             form = await self._read_form(request, length)
-            cutout = await self._process(form.image.data, form.image.content_type, form.options, started)
+            # The processing deadline starts once the upload is in: a slow uplink is the proxy's
+            # request_timeout_s to judge, not the spec's 504 (X-Processing-Time-Ms still counts it).
+            cutout = await self._process(form.image.data, form.image.content_type, form.options, time.perf_counter())
             response = self._result_response(form, cutout, started)
+        except asyncio.CancelledError:
+            self._finish("remove", CLIENT_CLOSED_REQUEST, started, None)
+            raise
         except Exception as exc:
+            if is_client_gone(exc):
+                self._finish("remove", CLIENT_CLOSED_REQUEST, started, None)
+                return Response(status_code=CLIENT_CLOSED_REQUEST)
             response, error_code = self._error_response(exc)
         if decision is not None:
             response.headers.update(rate_limit_headers(decision))
@@ -275,7 +291,11 @@ class Ingress:
         started = time.perf_counter()
         status, error_code = 200, None
         try:
-            cutout = await self._process(image, None, RemovalOptions(smoothing=smoothing), started)
+            check_handle_arguments(image, smoothing, filename)
+            cutout = await self._process(bytes(image), None, RemovalOptions(smoothing=smoothing), started)
+        except asyncio.CancelledError:
+            status = CLIENT_CLOSED_REQUEST
+            raise
         except Exception as exc:
             error = to_service_error(exc, retry_after_s=self._settings.overloaded_retry_after_s)
             status, error_code = error.status_code, error.error_code
@@ -361,8 +381,8 @@ class Ingress:
         elapsed_ms = _elapsed_ms(started)
         self._latency.observe_ms(elapsed_ms)
         self._requests.count(endpoint, status, error_code)
-        if status == 429:
-            return  # refused before any work; not part of the service's latency or load
+        if status in (429, CLIENT_CLOSED_REQUEST):
+            return  # refused before any work, or nobody to answer: not the service's latency or load
         sample = RequestSample(finished_at=time.time(), latency_ms=elapsed_ms, succeeded=status == 200)
         self._telemetry.record_request.remote(sample)  # fire and forget
 

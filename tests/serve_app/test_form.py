@@ -9,6 +9,7 @@ from serve_app.form import (
     FORM_OVERHEAD_BYTES,
     RemovalFormReader,
     check_declared_length,
+    check_handle_arguments,
     parse_content_length,
     parse_form_bool,
 )
@@ -137,3 +138,22 @@ def test_content_length_parsing() -> None:
 )
 def test_form_bool_spellings(text: bytes, value: bool) -> None:
     assert parse_form_bool("smoothing", text) is value
+
+
+@pytest.mark.parametrize(("image", "smoothing", "filename", "field"), [
+    ("photo.jpg", True, None, "image"),
+    (None, True, None, "image"),
+    (b"\xff\xd8\xff", "false", None, "smoothing"),  # a truthy string would smooth
+    (b"\xff\xd8\xff", 1, None, "smoothing"),
+    (b"\xff\xd8\xff", False, 42, "filename"),
+])
+def test_handle_arguments_of_the_wrong_type_are_invalid_requests(image: object, smoothing: object,
+                                                                  filename: object, field: str) -> None:
+    with pytest.raises(InvalidRequestError) as caught:
+        check_handle_arguments(image, smoothing, filename)
+    assert caught.value.fields["field"] == field
+
+
+def test_handle_arguments_accept_any_bytes_like_image() -> None:
+    for image in (b"x", bytearray(b"x"), memoryview(b"x")):
+        check_handle_arguments(image, False, "cat.png")

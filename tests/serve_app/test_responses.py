@@ -24,6 +24,7 @@ from serve_app.responses import (
     content_disposition,
     error_parts,
     find_service_error,
+    is_client_gone,
     processing_info,
     result_filename,
     result_headers,
@@ -209,3 +210,21 @@ def test_unexpected_errors_become_a_generic_500_and_are_logged(caplog: pytest.Lo
     assert status == 500
     assert body == {"detail": "Model inference failed", "error_code": "INFERENCE_ERROR"}
     assert "kernel.cu" in caplog.text
+
+
+def test_a_client_that_went_away_is_recognised_through_ray_wrappers() -> None:
+    class ClientDisconnect(Exception):
+        pass
+
+    class TaskCancelledError(Exception):
+        pass
+
+    class RayTaskError(Exception):
+        def __init__(self, cause: BaseException) -> None:
+            super().__init__(str(cause))
+            self.cause = cause
+
+    assert is_client_gone(ClientDisconnect())
+    assert is_client_gone(RayTaskError(TaskCancelledError("cancelled by the proxy")))
+    assert not is_client_gone(RuntimeError("CUDA error"))
+    assert not is_client_gone(RayTaskError(ValueError("bad input")))

@@ -19,6 +19,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -277,6 +278,51 @@ def test_slow_processing_is_504_processing_timeout(faulty_idle: Service) -> None
     assert body["suggested_action"]
 
 
+def multipart_body(image: bytes) -> tuple[bytes, str]:
+    """A ``/remove`` form by hand (for uploads sent in pieces): the body and its Content-Type."""
+    boundary = "birefnet-test-boundary"
+    head = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"slow.jpg\"\r\n"
+            "Content-Type: image/jpeg\r\n\r\n").encode()
+    return head + image + f"\r\n--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
+
+
+def test_a_slow_upload_does_not_count_against_the_processing_timeout(faulty_idle: Service) -> None:
+    body, content_type = multipart_body(flat_jpeg((128, 128, 128)))
+    pieces = [body[i:i + len(body) // 6 + 1] for i in range(0, len(body), len(body) // 6 + 1)]
+
+    def trickle() -> Iterator[bytes]:  # about 3 s in all, past the faulty app's 2 s timeout_s
+        for piece in pieces:
+            time.sleep(0.5)
+            yield piece
+
+    started = time.monotonic()
+    response = requests.post(f"{faulty_idle.faulty}{PREFIX}/remove", data=trickle(),
+                             headers={"Content-Type": content_type}, timeout=60)
+    assert time.monotonic() - started > 2.5
+    assert response.status_code == 200, response.text
+    assert float(response.headers["X-Processing-Time-Ms"]) > 2500  # the header still counts the upload
+
+
+def test_a_client_that_goes_away_is_not_counted_as_an_answered_request(service: Service) -> None:
+    def answered() -> int:
+        health = requests.get(f"{service.base}{PREFIX}/health", timeout=10).json()
+        return int(health["performance_metrics"]["requests_last_hour"])
+
+    body, content_type = multipart_body(imagegen.jpeg_bytes(imagegen.photo_like_rgb(640, 480, seed=5)))
+    host, port = service.base.removeprefix("http://").split(":")
+    before = answered()
+    for _ in range(3):  # the upload cut short: the ingress sees the client disconnect mid-form
+        with socket.create_connection((host, int(port)), timeout=15) as sock:
+            sock.sendall((f"POST {PREFIX}/remove HTTP/1.1\r\nHost: {host}\r\nContent-Type: {content_type}\r\n"
+                          f"Content-Length: {len(body)}\r\n\r\n").encode() + body[: len(body) // 2])
+            time.sleep(0.3)
+    time.sleep(1.0)
+    assert service.remove(imagegen.jpeg_bytes(imagegen.photo_like_rgb(64, 64, seed=6))).status_code == 200
+    poll(lambda: answered() > before, 10, "the complete request in performance_metrics")
+    time.sleep(1.0)
+    assert answered() == before + 1, "an abandoned upload was counted as an answered (500) request"
+
+
 def test_full_queue_is_503_service_overloaded(faulty_idle: Service) -> None:
     upload = flat_jpeg((255, 0, 0))
 
@@ -358,7 +404,7 @@ def test_openapi_docs_describe_the_form(service: Service) -> None:
 def test_python_handle_returns_a_typed_result(service: Service, small_photo: np.ndarray) -> None:
     from ray import serve
 
-    from pipelines.errors import BackgroundRemovalError, InvalidFormatError
+    from pipelines.errors import BackgroundRemovalError, InvalidFormatError, InvalidRequestError
     from serve_app.records import RemovalResult
 
     handle = serve.get_app_handle("birefnet")
@@ -375,6 +421,10 @@ def test_python_handle_returns_a_typed_result(service: Service, small_photo: np.
     original = caught.value.cause  # type: ignore[attr-defined]  # Ray's wrapper keeps the replica's error
     assert isinstance(original, BackgroundRemovalError)
     assert original.to_body()["error_code"] == "INVALID_FORMAT"
+    for arguments in ({"image": imagegen.png_bytes(small_photo), "smoothing": "false"}, {"image": "cat.png"}):
+        with pytest.raises(InvalidRequestError) as refused:  # not a truthy string smoothed, not a 500
+            handle.remove_background.remote(**arguments).result(timeout_s=60)
+        assert refused.value.cause.to_body()["field"] in ("smoothing", "image")  # type: ignore[attr-defined]
 
 
 # -- the spec's own client examples (§7.1, §7.2, §7.3) ---------------------------------------------------
