@@ -238,7 +238,7 @@ class Ingress:
         self._finish("remove", response.status_code, started, error_code)
         return response
 
-    @api.get(f"{API_PREFIX}/health")
+    @api.api_route(f"{API_PREFIX}/health", methods=["GET", "HEAD"])  # HEAD: load balancers' probes
     async def health(self) -> JSONResponse:
         """Model, device and latency of the whole service (spec §3.1); 503 when no model is loaded."""
         try:
@@ -256,7 +256,7 @@ class Ingress:
             )
         return JSONResponse(answer.body, status_code=answer.status_code)
 
-    @api.get(f"{API_PREFIX}/ready")
+    @api.api_route(f"{API_PREFIX}/ready", methods=["GET", "HEAD"])
     async def ready(self) -> JSONResponse:
         """200 once every Inference replica has loaded its weights and warmed up; 503 before."""
         try:

@@ -217,7 +217,7 @@ def test_malformed_forms_are_400_invalid_request(
 def test_wrong_method_and_unknown_path_answer_in_the_error_shape(service: Service) -> None:
     body = error_body(requests.get(f"{service.base}{PREFIX}/remove", timeout=10), 405, "METHOD_NOT_ALLOWED")
     assert body["detail"] == "GET is not allowed here; use POST" and body["allowed_methods"] == ["POST"]
-    assert requests.delete(f"{service.base}{PREFIX}/health", timeout=10).headers["Allow"] == "GET"
+    assert requests.delete(f"{service.base}{PREFIX}/health", timeout=10).headers["Allow"] == "GET, HEAD"
     body = error_body(requests.get(f"{service.secured}{PREFIX}/remvoe", timeout=10), 404, "NOT_FOUND")
     assert f"POST /secured{PREFIX}/remove" in body["detail"]
 
@@ -381,6 +381,14 @@ def test_health_reports_every_spec_field(service: Service, small_photo: np.ndarr
     metrics = body["performance_metrics"]
     assert set(metrics) == {"avg_latency_ms", "p95_latency_ms", "p99_latency_ms", "requests_last_hour"}
     assert 0 < metrics["avg_latency_ms"] <= metrics["p99_latency_ms"]
+
+
+@pytest.mark.parametrize("probe", ["health", "ready"])
+def test_probes_answer_head_as_get_without_a_body(service: Service, probe: str) -> None:
+    get = requests.get(f"{service.base}{PREFIX}/{probe}", timeout=10)
+    head = requests.head(f"{service.base}{PREFIX}/{probe}", timeout=10)
+    assert head.status_code == get.status_code == 200 and head.content == b""
+    assert head.headers["Content-Type"] == "application/json"
 
 
 def test_ready_went_from_unavailable_to_200(service: Service) -> None:
