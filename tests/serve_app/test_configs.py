@@ -70,6 +70,17 @@ def test_config_fits_two_cores_at_minimum_replicas(path: Path) -> None:
     assert config["http_options"]["host"] == "127.0.0.1"
 
 
+def test_offline_config_fits_two_cores_at_maximum_replicas() -> None:
+    application = load(ROOT / "configs" / "offline.yaml")["applications"][0]
+    args = AppArgs.model_validate(application["args"])
+    total = 0.0
+    for deployment in application["deployments"]:
+        replicas = deployment.get("num_replicas") or deployment["autoscaling_config"]["max_replicas"]
+        inference = deployment["name"] == "Inference"
+        total += replicas * (args.inference.num_cpus if inference else deployment["ray_actor_options"]["num_cpus"])
+    assert total <= 2.0, f"{total:.2f} CPUs at max_replicas: an added replica could never be placed"
+
+
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
 def test_singletons_have_one_replica(path: Path) -> None:
     for deployment in load(path)["applications"][0]["deployments"]:
