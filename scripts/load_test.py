@@ -204,8 +204,12 @@ def summarise(outcomes: list[Outcome], wall_s: float) -> Summary:
     )
 
 
-def replica_rss(app: str) -> dict[str, int]:
-    """``actor name → RSS bytes`` of the app's replicas and the proxy, read from /proc (same machine).
+def replica_rss(app: str) -> dict[str, tuple[int, int]]:
+    """``actor name → (RSS, private RSS) bytes`` of the app's replicas and the proxy, from /proc.
+
+    RSS counts the pages of Ray's shared-memory object store that a process has touched; they
+    grow with the distinct objects that passed through it, up to the store's size, and are shared
+    by every process. The private part (``RssAnon``) is the process's own heap: the leak signal.
 
     Needs a Ray driver connection to the running cluster (``RAY_AUTH_MODE=token`` when the
     cluster has token auth, as ``serve run`` starts it in Ray 2.60).
@@ -215,7 +219,7 @@ def replica_rss(app: str) -> dict[str, int]:
 
     if not ray.is_initialized():
         ray.init(address="auto", log_to_driver=False, logging_level=logging.ERROR)
-    result: dict[str, int] = {}
+    result: dict[str, tuple[int, int]] = {}
     for actor in list_actors(filters=[("state", "=", "ALIVE")], limit=10_000, raise_on_missing_output=False):
         name = actor.class_name
         if (name.startswith(f"ServeReplica:{app}:") or name == "ProxyActor") and actor.pid is not None:
@@ -223,22 +227,30 @@ def replica_rss(app: str) -> dict[str, int]:
     return dict(sorted(result.items()))
 
 
-def read_rss(pid: int) -> int:
+def read_rss(pid: int) -> tuple[int, int]:
+    """``(VmRSS, RssAnon)`` of a process in bytes (Linux)."""
+    fields = {}
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    return 0
+        name, _, value = line.partition(":")
+        if name in ("VmRSS", "RssAnon"):
+            fields[name] = int(value.split()[0]) * 1024
+    return fields.get("VmRSS", 0), fields.get("RssAnon", 0)
 
 
 def _mib(value: int | None) -> str:
     return f"{value / 2**20:7.1f}" if value is not None else "      -"
 
 
-def print_rss(before: dict[str, int], after: dict[str, int]) -> None:
-    print("RSS of replicas (MiB): actor before -> after")
+def print_rss(before: dict[str, tuple[int, int]], after: dict[str, tuple[int, int]]) -> None:
+    print("RSS of replicas (MiB): actor before -> after, as RSS (private: the process's own heap; the rest is "
+          "shared, libraries and Ray's object store)")
     for name in sorted(set(before) | set(after)):
-        print(f"  {name:48s} {_mib(before.get(name))} -> {_mib(after.get(name))}")
-    print(f"  {'total':48s} {sum(before.values()) / 2**20:7.1f} -> {sum(after.values()) / 2**20:7.1f}")
+        was, now = before.get(name), after.get(name)
+        print(f"  {name:48s} {_mib(was and was[0])} ({_mib(was and was[1])}) -> "
+              f"{_mib(now and now[0])} ({_mib(now and now[1])})")
+    for label, index in (("total", 0), ("total private", 1)):
+        print(f"  {label:48s} {sum(v[index] for v in before.values()) / 2**20:7.1f} -> "
+              f"{sum(v[index] for v in after.values()) / 2**20:7.1f}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -75,3 +75,15 @@ def test_hash_api_key_prints_the_registry_entry() -> None:
         check=True,
     )
     assert result.stdout == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad pro\n"
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads /proc")
+def test_rss_report_separates_the_private_heap_from_shared_pages(capsys: pytest.CaptureFixture[str]) -> None:
+    import os
+
+    rss, private = load_test.read_rss(os.getpid())
+    assert rss > private > 0  # shared libraries (and, in a replica, Ray's object store) are the rest
+    load_test.print_rss({"Ingress#abc": (rss, private)}, {"Ingress#abc": (rss + 2**20, private)})
+    out = capsys.readouterr().out
+    assert f"({private / 2**20:7.1f}) -> {(rss + 2**20) / 2**20:7.1f}" in out
+    assert "total private" in out
