@@ -28,6 +28,7 @@ from serve_app.records import Cutout, ProcessingInfo
 logger = logging.getLogger(__name__)
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+_UNSAFE_UNICODE = re.compile(r"[^\w.-]+")  # keeps letters and digits of any script
 _MAX_STEM = 100
 # Defaults the spec's examples show for errors raised without them.
 _DEFAULT_FIELDS: dict[str, dict[str, Any]] = {
@@ -58,22 +59,29 @@ _CLIENT_GONE = frozenset({"ClientDisconnect", "TaskCancelledError", "RequestCanc
 CLIENT_CLOSED_REQUEST = 499
 
 
-def result_filename(upload_name: str | None, now: datetime) -> str:
-    """``<stem>_nobg_<YYYYmmdd_HHMMSS>.png`` from the client's file name, reduced to safe ASCII.
+def result_filename(upload_name: str | None, now: datetime, *, ascii_only: bool = True) -> str:
+    """``<stem>_nobg_<YYYYmmdd_HHMMSS>.png`` from the client's file name, reduced to safe characters.
 
-    The client's name is untrusted: directories are dropped, accents folded, anything outside
-    ``[A-Za-z0-9._-]`` becomes ``_``, and an empty result becomes ``image``.
+    The client's name is untrusted: directories are dropped, anything but letters, digits and
+    ``._-`` becomes ``_``, and an empty result becomes ``image``. ``ascii_only`` (the plain
+    ``filename`` and the handle API) also folds accents and drops other scripts; without it,
+    letters of any script stay (``写真.jpg`` → ``写真_nobg_…``), for the RFC 5987 ``filename*``.
     """
     name = (upload_name or "").replace("\\", "/").rsplit("/", 1)[-1]
     stem = name.rsplit(".", 1)[0] if "." in name.lstrip(".") else name
-    folded = unicodedata.normalize("NFKD", stem).encode("ascii", "ignore").decode("ascii")
-    safe = _UNSAFE.sub("_", folded).strip("._-")[:_MAX_STEM] or "image"
+    if ascii_only:
+        folded = unicodedata.normalize("NFKD", stem).encode("ascii", "ignore").decode("ascii")
+        safe = _UNSAFE.sub("_", folded)
+    else:
+        safe = _UNSAFE_UNICODE.sub("_", unicodedata.normalize("NFC", stem))
+    safe = safe.strip("._-")[:_MAX_STEM] or "image"
     return f"{safe}_nobg_{now.astimezone(timezone.utc):%Y%m%d_%H%M%S}.png"
 
 
-def content_disposition(filename: str) -> str:
-    """``attachment; filename="…"`` plus the RFC 5987 form, which survives any character."""
-    return f"attachment; filename=\"{filename}\"; filename*=UTF-8''{quote(filename)}"
+def content_disposition(filename: str, unicode_filename: str | None = None) -> str:
+    """``attachment; filename="<ASCII>"``, then the RFC 5987 ``filename*`` that browsers prefer,
+    which can carry the name in its own script."""
+    return f"attachment; filename=\"{filename}\"; filename*=UTF-8''{quote(unicode_filename or filename)}"
 
 
 def processing_info(cutout: Cutout, processing_ms: float) -> ProcessingInfo:
@@ -91,7 +99,9 @@ def processing_info(cutout: Cutout, processing_ms: float) -> ProcessingInfo:
     )
 
 
-def result_headers(cutout: Cutout, info: ProcessingInfo, filename: str | None) -> dict[str, str]:
+def result_headers(
+    cutout: Cutout, info: ProcessingInfo, filename: str | None, unicode_filename: str | None = None
+) -> dict[str, str]:
     """Headers of a successful ``/remove`` (``filename`` only for the binary PNG)."""
     headers = {
         "X-Processing-Time-Ms": f"{info.processing_time_ms:.1f}",
@@ -103,7 +113,7 @@ def result_headers(cutout: Cutout, info: ProcessingInfo, filename: str | None) -
     if cutout.first_frame_only:
         headers["X-First-Frame-Only"] = "true"
     if filename is not None:
-        headers["Content-Disposition"] = content_disposition(filename)
+        headers["Content-Disposition"] = content_disposition(filename, unicode_filename)
     return headers
 
 

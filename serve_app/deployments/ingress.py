@@ -360,11 +360,13 @@ class Ingress:
             return JSONResponse(
                 base64_body(to_data_url(cutout.image.data), info), headers=result_headers(cutout, info, None)
             )
-        filename = result_filename(form.image.filename, utc_now())
+        now = utc_now()
+        filename = result_filename(form.image.filename, now)
+        unicode_filename = result_filename(form.image.filename, now, ascii_only=False)
         return Response(
             content=cutout.image.data,
             media_type=cutout.image.media_type,
-            headers=result_headers(cutout, info, filename),
+            headers=result_headers(cutout, info, filename, unicode_filename),
         )
 
     def _error_response(self, exc: Exception) -> tuple[Response, str]:

@@ -64,9 +64,26 @@ def test_filename_is_reduced_to_safe_ascii(upload: str | None, stem: str) -> Non
     assert result_filename(upload, NOW) == f"{stem}_nobg_20251107_143052.png"
 
 
+@pytest.mark.parametrize(
+    ("upload", "stem"),
+    [
+        ("写真.jpg", "写真"),
+        ("фото 😀.jpg", "фото"),
+        ("café au lait.webp", "café_au_lait"),
+        ('../x/"quoted"; name.png', "quoted_name"),
+        ("😀.png", "image"),
+    ],
+)
+def test_the_unicode_filename_keeps_letters_of_any_script(upload: str, stem: str) -> None:
+    assert result_filename(upload, NOW, ascii_only=False) == f"{stem}_nobg_20251107_143052.png"
+
+
 def test_content_disposition_is_an_attachment() -> None:
     value = content_disposition("portrait_nobg_20251107_143052.png")
     assert value.startswith('attachment; filename="portrait_nobg_20251107_143052.png"')
+    named = content_disposition("image_nobg_20251107_143052.png", "写真_nobg_20251107_143052.png")
+    assert named == ("attachment; filename=\"image_nobg_20251107_143052.png\"; "
+                     "filename*=UTF-8''%E5%86%99%E7%9C%9F_nobg_20251107_143052.png")
 
 
 def test_result_headers_for_a_png() -> None:

@@ -76,6 +76,10 @@ def test_remove_returns_a_png_with_the_spec_headers(service: Service, portrait_1
         r'attachment; filename="portrait_nobg_\d{8}_\d{6}\.png"; .*', response.headers["Content-Disposition"]
     )
     assert float(response.headers["X-Processing-Time-Ms"]) > 0
+    named = service.remove(imagegen.jpeg_bytes(imagegen.photo_like_rgb(64, 64, seed=2)), name="写真.jpg")
+    disposition = named.headers["Content-Disposition"]  # 写真 in the filename* that browsers prefer
+    assert re.fullmatch(r"attachment; filename=\"image_nobg_\d{8}_\d{6}\.png\"; "
+                        r"filename\*=UTF-8''%E5%86%99%E7%9C%9F_nobg_\d{8}_\d{6}\.png", disposition)
     assert response.headers["X-Original-Size"] == "1920x1080"
     assert response.headers["X-Model-Version"] == "BiRefNet-demo"
     assert response.headers["X-Subject-Found"] in {"true", "false"}
