@@ -125,6 +125,9 @@ api = FastAPI(
     title=SERVICE_NAME,
     version=API_VERSION,
     description="Removes the background of an image with BiRefNet and returns an RGBA PNG.",
+    # /remove/ answers the JSON 404 that lists the endpoints, not a 307 with an empty body and an
+    # absolute Location built from the Host the proxy saw.
+    redirect_slashes=False,
 )
 
 

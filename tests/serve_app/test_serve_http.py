@@ -224,6 +224,9 @@ def test_wrong_method_and_unknown_path_answer_in_the_error_shape(service: Servic
     assert requests.delete(f"{service.base}{PREFIX}/health", timeout=10).headers["Allow"] == "GET, HEAD"
     body = error_body(requests.get(f"{service.secured}{PREFIX}/remvoe", timeout=10), 404, "NOT_FOUND")
     assert f"POST /secured{PREFIX}/remove" in body["detail"]
+    slash = requests.post(f"{service.base}{PREFIX}/remove/", files={"image": ("a.jpg", b"x")}, timeout=10,
+                          allow_redirects=False)
+    assert f"POST {PREFIX}/remove" in error_body(slash, 404, "NOT_FOUND")["detail"]
 
 
 def test_rate_limit_is_429_with_the_spec_fields_and_headers(service: Service) -> None:
