@@ -117,6 +117,10 @@ class SegmenterInfo:
     input_size: tuple[int, int]
 
 
+# Backends built for a few fixed batch sizes (a TensorRT build falls back to compile, same mode).
+FIXED_SHAPE_BACKENDS = ("compile", "tensorrt")
+
+
 def input_size_for(variant: str) -> tuple[int, int]:
     """Model input size ``(height, width)`` of a variant, without loading anything."""
     return get_variant(variant).input_size
@@ -136,7 +140,7 @@ def resolve_deform_sampling(
     A TensorRT build that falls back compiles with the same ``compile_mode``.
     """
     cuda = device.type == "cuda"
-    cuda_graphs = cuda and backend in ("compile", "tensorrt") and uses_cuda_graphs(compile_mode)
+    cuda_graphs = cuda and backend in FIXED_SHAPE_BACKENDS and uses_cuda_graphs(compile_mode)
     if requested == "auto":
         on_torchvision = cuda and backend != "tensorrt" and not cuda_graphs
         return DeformSampling.TORCHVISION if on_torchvision else DeformSampling.GRID_SAMPLE
@@ -176,7 +180,7 @@ def resolve_device(requested: str) -> torch.device:
 
 def cudnn_benchmark_for(setting: bool | None, backend: str) -> bool:
     """The ``cudnn_benchmark`` setting resolved: None → on for fixed-shape (compiled) backends."""
-    return setting if setting is not None else backend in ("compile", "tensorrt")
+    return setting if setting is not None else backend in FIXED_SHAPE_BACKENDS
 
 
 def configure_cuda_math(tf32: bool, cudnn_benchmark: bool) -> None:
