@@ -1,4 +1,4 @@
-# BiRefNet background removal on Ray Serve, one container: all five stages and a local Ray.
+# BiRefNet background removal on Ray Serve, one container: all six deployments and a local Ray.
 #
 #   docker build -t birefnet-serve .
 #   docker run --gpus all --shm-size=2g -p 55433:55433 -v birefnet-models:/models birefnet-serve

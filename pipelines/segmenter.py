@@ -64,7 +64,8 @@ class SegmenterSettings:
             output; 1.3–1.6× faster forwards on CPU for ~20 % more peak memory) or ``auto``
             (see :func:`resolve_deform_sampling`: torchvision only on CUDA without TensorRT or
             CUDA graphs).
-        memory_check: refuse a batch when free GPU memory is below the estimate.
+        memory_check: compare each batch's estimate with free GPU memory: run what does not fit
+            in smaller chunks, and refuse (503) only when a single image does not fit.
         backend: ``eager``, ``compile`` or ``tensorrt``; an unavailable one falls back along
             ``tensorrt → compile → eager`` (reported in :class:`SegmenterInfo`).
         compile_mode: ``torch.compile`` mode: ``default``, ``reduce-overhead`` (CUDA graphs),

@@ -36,7 +36,8 @@ class ModelArgs(_Strict):
         dtype: inference precision (half precision only takes effect on CUDA).
         allow_download: allow fetching missing weights from Hugging Face.
         num_threads: torch intra-op threads per replica on CPU.
-        memory_check: pre-check free GPU memory per batch (503 GPU_MEMORY_EXHAUSTED).
+        memory_check: pre-check free GPU memory per batch: a batch that does not fit runs in
+            smaller chunks; 503 GPU_MEMORY_EXHAUSTED only when one image does not fit.
         patch_order: decoder patch-channel order, ``current`` (official code) or ``legacy``
             (pre-2024-11 code) for A/B tests with real weights.
         deform_sampling: deformable-conv implementation, ``auto`` (grid_sample on CPU, where it
@@ -113,7 +114,8 @@ class IngressArgs(_Strict):
     """HTTP behaviour of the ingress.
 
     Attributes:
-        timeout_s: end-to-end processing budget per image (504 PROCESSING_TIMEOUT past it). Keep
+        timeout_s: processing budget per image, counted from the end of the upload (504
+            PROCESSING_TIMEOUT past it). Keep
             ``http_options.request_timeout_s`` above it so the spec's 504 wins over Serve's 408.
         overloaded_retry_after_s: ``Retry-After`` of 503 SERVICE_OVERLOADED.
         cors_allow_origins: origins whose browser pages may call the API from another origin
