@@ -212,10 +212,15 @@ def timeout_error(timeout_s: float, elapsed_s: float) -> ProcessingTimeoutError:
     )
 
 
+_METHOD_ORDER = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
 def routing_error(status: int, method: str, allow_header: str | None, api_root: str) -> BackgroundRemovalError:
     """The service's error for FastAPI's own 404 / 405 (``api_root``: route prefix + API prefix)."""
     if status == 405:
-        allowed = [m.strip() for m in (allow_header or "").split(",") if m.strip()]
+        # Starlette keeps a route's methods in a set: its Allow order changes with the hash seed.
+        allowed = sorted({m.strip() for m in (allow_header or "").split(",") if m.strip()},
+                         key=lambda m: (_METHOD_ORDER.index(m) if m in _METHOD_ORDER else len(_METHOD_ORDER), m))
         return MethodNotAllowedError(f"{method} is not allowed here; use {', '.join(allowed) or 'another method'}",
                                      allowed_methods=allowed)
     if status == 404:

@@ -229,6 +229,13 @@ def test_unexpected_errors_become_a_generic_500_and_are_logged(caplog: pytest.Lo
     assert "kernel.cu" in caplog.text
 
 
+def test_allowed_methods_come_in_a_fixed_order_whatever_the_set_order() -> None:
+    for header in ("HEAD, GET", "GET, HEAD"):
+        error = routing_error(405, "DELETE", header, "/api/background-removal")
+        assert error.to_body()["allowed_methods"] == ["GET", "HEAD"]
+        assert error.headers()["Allow"] == "GET, HEAD"
+
+
 def test_a_client_that_went_away_is_recognised_through_ray_wrappers() -> None:
     class ClientDisconnect(Exception):
         pass
