@@ -384,7 +384,8 @@ class Segmenter:
     def _normalise(self, batch: np.ndarray, padded: int | None = None) -> torch.Tensor:
         """``[n, h, w, 3]`` uint8 host → ``[padded, 3, h, w]`` normalised on the device (pad rows zero)."""
         pixels = self._staging.upload(batch, self.device, padded)
-        x = pixels.permute(0, 3, 1, 2).contiguous().float()  # NCHW, as the compiled graphs were traced
+        # NCHW-contiguous in the same copy as the cast, as the compiled graphs were traced.
+        x = pixels.permute(0, 3, 1, 2).to(torch.float32, memory_format=torch.contiguous_format)
         return ((x - self._mean) / self._std).to(self.inference_backend.dtype)
 
     def _run_chunks(self, batch: np.ndarray) -> np.ndarray:
@@ -424,7 +425,7 @@ class Segmenter:
         step = self.fitting_batch(len(images))
         batch = stack_images(images)
         start = time.perf_counter()
-        alphas = np.concatenate([self.forward_alpha(batch[i:i + step]) for i in range(0, len(batch), step)])
+        alphas = [alpha for i in range(0, len(batch), step) for alpha in self.forward_alpha(batch[i:i + step])]
         elapsed_ms = (time.perf_counter() - start) * 1000.0
         return [Matte(alpha=a, model_name=self.model_name, inference_ms=elapsed_ms) for a in alphas]
 
