@@ -32,6 +32,7 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from serve_app.args import ModelArgs, RateLimitArgs  # noqa: E402
+from serve_app.form import parse_bool  # noqa: E402
 
 APP_IMPORT_PATH = "serve_app.app:build_app"
 
@@ -55,7 +56,6 @@ IGNORED = {
     "BIREFNET_PIN_MEMORY": "uploads to a GPU always use pinned memory",
     "LOG_FILE": "Ray writes the logs under /tmp/ray/session_latest/logs and to the container's output",
 }
-_TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off"}
 
 
 def container_config(
@@ -143,10 +143,10 @@ def _deployment(app: dict[str, Any], name: str) -> dict[str, Any]:
 
 
 def _flag(name: str, value: str) -> bool:
-    lowered = value.strip().lower()
-    if lowered in _TRUE | _FALSE:
-        return lowered in _TRUE
-    raise ValueError(f"{name}={value!r}: expected true or false")
+    parsed = parse_bool(value)  # the spellings the form's boolean fields accept
+    if parsed is None:
+        raise ValueError(f"{name}={value!r}: expected true or false")
+    return parsed
 
 
 def _choice(name: str, value: str, choices: tuple[str, ...]) -> str:

@@ -74,14 +74,19 @@ def check_declared_length(length: int | None, max_file_bytes: int) -> None:
         raise file_too_large(length, max_file_bytes)
 
 
+def parse_bool(text: str) -> bool | None:
+    """``true``/``false`` and FastAPI's other spellings (1/0, yes/no, on/off, t/f, y/n), any case;
+    None for anything else."""
+    lowered = text.strip().lower()
+    return True if lowered in _TRUE else False if lowered in _FALSE else None
+
+
 def parse_form_bool(name: str, value: bytes) -> bool:
-    """``true``/``false`` (and FastAPI's other spellings: 1/0, yes/no, on/off)."""
-    text = value.decode("utf-8", errors="replace").strip().lower()
-    if text in _TRUE:
-        return True
-    if text in _FALSE:
-        return False
-    raise InvalidRequestError(f"Form field '{name}' must be true or false", field=name)
+    """A boolean form field, as :func:`parse_bool` reads it; 400 INVALID_REQUEST otherwise."""
+    parsed = parse_bool(value.decode("utf-8", errors="replace"))
+    if parsed is None:
+        raise InvalidRequestError(f"Form field '{name}' must be true or false", field=name)
+    return parsed
 
 
 def check_handle_arguments(image: object, smoothing: object, filename: object) -> None:
