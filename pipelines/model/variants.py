@@ -70,10 +70,10 @@ _LITE = BiRefNetConfig(backbone=SWIN_T)
 
 
 def _release(name: str, repo: str, size: tuple[int, int], release_file: str, description: str,
-             config: BiRefNetConfig = _GENERAL) -> Variant:
+             config: BiRefNetConfig = _GENERAL, display_name: str | None = None) -> Variant:
     return Variant(
         name=name,
-        display_name=repo,
+        display_name=display_name or repo,
         config=config,
         input_size=size,
         hf_repo=f"ZhengPeng7/{repo}",
@@ -85,8 +85,9 @@ def _release(name: str, repo: str, size: tuple[int, int], release_file: str, des
 VARIANTS: dict[str, Variant] = {
     v.name: v
     for v in (
+        # The repo is plain "BiRefNet"; the API names the model as the spec does.
         _release("general", "BiRefNet", (1024, 1024), "BiRefNet-general-epoch_244.pth",
-                 "default: best all-round quality for background removal"),
+                 "default: best all-round quality for background removal", display_name="BiRefNet-general"),
         _release("lite", "BiRefNet_lite", (1024, 1024), "BiRefNet-general-bb_swin_v1_tiny-epoch_232.pth",
                  "Swin-T backbone: about 4x fewer FLOPs, for latency- or CPU-bound use", _LITE),
         _release("lite-2k", "BiRefNet_lite-2K", (1440, 2560), "BiRefNet_lite-general-2K-epoch_232.pth",

@@ -40,6 +40,13 @@ def test_backbones_follow_the_releases() -> None:
     assert get_variant("general").hf_repo == "ZhengPeng7/BiRefNet"
 
 
+def test_models_are_named_as_the_api_reports_them() -> None:
+    # X-Model-Version, processing_info.model_version and /health's model (spec 3.1, 3.2)
+    assert get_variant("general").display_name == "BiRefNet-general"
+    assert get_variant("lite").display_name == "BiRefNet_lite"
+    assert get_variant("portrait").display_name == "BiRefNet-portrait"
+
+
 def test_demo_model_is_not_presented_as_general() -> None:
     demo = get_variant("demo")
     assert "general" not in demo.display_name.lower()
