@@ -9,6 +9,7 @@ rule of the client's tier still has room.
 from __future__ import annotations
 
 import bisect
+import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -106,16 +107,17 @@ def rate_limit_headers(decision: RateDecision) -> dict[str, str]:
     return {
         "X-RateLimit-Limit": str(decision.rule.limit),
         "X-RateLimit-Remaining": str(decision.remaining),
-        "X-RateLimit-Reset": str(int(decision.reset_at + 0.999)),
+        "X-RateLimit-Reset": str(math.ceil(decision.reset_at)),
     }
 
 
 def rate_limit_error(decision: RateDecision) -> RateLimitExceededError:
-    """The spec's 429 body for a refused ``decision``."""
-    reset = datetime.fromtimestamp(decision.reset_at, tz=timezone.utc).replace(microsecond=0)
+    """The spec's 429 body for a refused ``decision``. Every time in it rounds up, so a client that
+    waits until ``limit_reset_at`` (or ``Retry-After``) is not refused again for a fraction."""
+    reset = datetime.fromtimestamp(math.ceil(decision.reset_at), tz=timezone.utc)
     return RateLimitExceededError(
         f"Rate limit exceeded: {decision.rule.describe()}",
-        retry_after_seconds=max(1, int(decision.retry_after_s + 0.999)),
+        retry_after_seconds=max(1, math.ceil(decision.retry_after_s)),
         requests_remaining=0,
         limit_reset_at=reset.isoformat().replace("+00:00", "Z"),
     )

@@ -93,6 +93,18 @@ def test_rate_limit_error_has_the_spec_fields() -> None:
     assert error.headers() == {"Retry-After": "45"}
 
 
+def test_refusal_times_round_up_to_the_same_second() -> None:
+    clock = Clock(1_762_526_655.5)  # 2025-11-07T14:44:15.5Z
+    limiter = SlidingWindowLimiter({"free": (RateRule(limit=1, period_s=60),)}, clock)
+    limiter.acquire("a", "free")
+    clock.now += 15
+    refused = limiter.acquire("a", "free")
+    body = rate_limit_error(refused).to_body()
+    assert body["limit_reset_at"] == "2025-11-07T14:45:16Z"  # not :15, half a second too early
+    assert rate_limit_headers(refused)["X-RateLimit-Reset"] == str(1_762_526_716)
+    assert body["retry_after_seconds"] == 45  # 14:44:30.5 + 45 s = 14:45:15.5, the reset itself
+
+
 def test_known_api_key_is_its_own_client_with_its_tier() -> None:
     registry = ApiKeyRegistry.from_hex({hash_api_key("k-pro"): "pro"}, required=False)
     match = registry.lookup("k-pro")
