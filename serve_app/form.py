@@ -184,8 +184,10 @@ class RemovalFormReader:
         )
 
     def _flag(self, name: str, *, default: bool) -> bool:
+        """An empty value counts as not sent, as in FastAPI's forms (an HTML form posts its empty
+        text inputs)."""
         values = self._parts.get(name)
-        return parse_form_bool(name, values[0][0]) if values else default
+        return parse_form_bool(name, values[0][0]) if values and values[0][0].strip() else default
 
     # -- parser callbacks ---------------------------------------------------------------------
 

@@ -53,6 +53,12 @@ def test_form_reads_flags() -> None:
     assert form.return_base64 is True
 
 
+def test_form_reads_empty_flags_as_not_sent() -> None:
+    form = read(multipart(("image", b"x", "a.png"), ("smoothing", b"", None), ("return_base64", b" ", None)))
+    assert form.options.smoothing is True
+    assert form.return_base64 is False
+
+
 def test_form_ignores_unknown_fields() -> None:
     assert read(multipart(("image", b"x", "a.png"), ("note", b"hello", None))).image.data == b"x"
 
