@@ -22,6 +22,7 @@ claims enormous dimensions is reported as the bomb it is.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from pipelines.datatypes import ImageFormat
@@ -53,6 +54,10 @@ class UploadLimits:
         max_long_side, max_short_side: 8K in either orientation (7680 × 4320 or 4320 × 7680).
         max_pixels: largest accepted width · height.
         max_bomb_ratio: largest accepted ``width · height · 4 / file_size``; see the module docstring.
+        max_jpeg_scans: most start-of-scan markers a JPEG may hold. libjpeg decodes every scan over
+            the whole image, so a small, valid JPEG with thousands of (empty) scans costs minutes
+            of CPU that no timeout can take back from a decoder thread. Progressive encoders write
+            about 10; 500 is NVIDIA DALI's default cap for the same attack.
     """
 
     max_file_bytes: int = 10 * _MEBIBYTE
@@ -61,6 +66,7 @@ class UploadLimits:
     max_short_side: int = 4320
     max_pixels: int = 50_000_000
     max_bomb_ratio: float = 1000.0
+    max_jpeg_scans: int = 500
 
     def describe(self) -> dict[str, int | float]:
         """The limits as the ``limits`` field of an error response."""
@@ -196,4 +202,53 @@ def check_dimensions(width: int, height: int, file_size: int, limits: UploadLimi
             width=width,
             height=height,
             limits=limits.describe(),
+        )
+
+
+# In entropy-coded data every 0xFF byte is followed by 0x00 (stuffing) or a restart marker
+# (0xD0-0xD7); anything else after 0xFF is the next marker (0xFF fill bytes may precede it).
+_NEXT_MARKER = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
+_SOS, _EOI = 0xDA, 0xD9
+
+
+def count_jpeg_scans(data: bytes, stop_after: int) -> int:
+    """Start-of-scan segments in a JPEG, found by walking its marker segments (not by a byte
+    search, which would also count an EXIF thumbnail's or an ICC profile's bytes). Stops counting
+    at ``stop_after + 1``; a truncated or malformed tail ends the walk (the decoder judges it)."""
+    scans, position, end = 0, 2, len(data)
+    while position + 4 <= end:
+        if data[position] != 0xFF:
+            found = _NEXT_MARKER.search(data, position)
+            if found is None:
+                break
+            position = found.start()
+            continue
+        marker = data[position + 1]
+        if marker == 0xFF:  # fill byte
+            position += 1
+            continue
+        if marker == _EOI:
+            break
+        if 0xD0 <= marker <= 0xD7 or marker == 0x01:  # restart markers and TEM carry no length
+            position += 2
+            continue
+        position += 2 + int.from_bytes(data[position + 2 : position + 4], "big")
+        if marker == _SOS:
+            scans += 1
+            if scans > stop_after:
+                break
+            found = _NEXT_MARKER.search(data, position)
+            if found is None:
+                break
+            position = found.start()
+    return scans
+
+
+def check_jpeg_scans(data: bytes, limits: UploadLimits = DEFAULT_LIMITS) -> None:
+    """Raises ImageBombError when a JPEG holds more than ``limits.max_jpeg_scans`` scans."""
+    if count_jpeg_scans(data, stop_after=limits.max_jpeg_scans) > limits.max_jpeg_scans:
+        raise ImageBombError(
+            f"Image bomb detected: the JPEG holds more than {limits.max_jpeg_scans} scans",
+            file_size_bytes=len(data),
+            max_jpeg_scans=limits.max_jpeg_scans,
         )

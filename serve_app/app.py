@@ -67,6 +67,7 @@ def upload_limits(args: UploadArgs) -> UploadLimits:
         max_short_side=args.max_short_side,
         max_pixels=args.max_pixels,
         max_bomb_ratio=args.max_bomb_ratio,
+        max_jpeg_scans=args.max_jpeg_scans,
     )
 
 

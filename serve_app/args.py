@@ -91,6 +91,7 @@ class UploadArgs(_Strict):
     max_short_side: int = Field(default=4320, ge=1)
     max_megapixels: float = Field(default=50.0, gt=0)
     max_bomb_ratio: float = Field(default=1000.0, gt=0)
+    max_jpeg_scans: int = Field(default=500, ge=1)
 
     @model_validator(mode="after")
     def _sides_ordered(self) -> UploadArgs:

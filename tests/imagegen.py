@@ -7,6 +7,7 @@ unless stated) or the encoded bytes of an upload.
 from __future__ import annotations
 
 import io
+import re
 import struct
 import zlib
 from collections.abc import Sequence
@@ -80,6 +81,16 @@ def jpeg_bytes(rgb: np.ndarray, quality: int = 90, progressive: bool = False, or
         exif[0x0112] = orientation
         params["exif"] = exif.tobytes()
     return encode_with_pillow(Image.fromarray(rgb), "JPEG", **params)
+
+
+def jpeg_with_repeated_scan(jpeg: bytes, copies: int) -> bytes:
+    """``jpeg`` with ``copies`` more headers of its first scan (and no data) after that scan: valid
+    enough for libjpeg, which still walks the whole image once per scan (the scan-flood attack)."""
+    start = jpeg.index(b"\xff\xda")
+    header = jpeg[start : start + 2 + int.from_bytes(jpeg[start + 2 : start + 4], "big")]
+    end = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]").search(jpeg, start + len(header))
+    assert end is not None
+    return jpeg[: end.start()] + header * copies + jpeg[end.start() :]
 
 
 def cmyk_jpeg_bytes(rgb: np.ndarray, icc_profile: bytes | None = None) -> bytes:

@@ -241,6 +241,19 @@ def test_decode_rejects_webp_with_huge_canvas_before_opening_it() -> None:
         decode_image(data)
 
 
+def test_decode_refuses_a_jpeg_scan_flood_before_decoding(photo: np.ndarray) -> None:
+    flood = imagegen.jpeg_with_repeated_scan(imagegen.jpeg_bytes(photo, progressive=True), 20_000)
+    with pytest.raises(ImageBombError, match="scans"):
+        decode_image(flood)
+
+
+def test_decode_still_decodes_a_jpeg_with_many_scans_under_the_cap(photo: np.ndarray) -> None:
+    # The repeated empty scans break the progression (libjpeg warns, some pixels change), but the
+    # file is a JPEG libjpeg decodes, and under the cap it is not refused.
+    decoded = decode_image(imagegen.jpeg_with_repeated_scan(imagegen.jpeg_bytes(photo, progressive=True), 300))
+    assert decoded.rgb.shape == (HEIGHT, WIDTH, 3)
+
+
 def test_decode_rejects_too_small_image() -> None:
     with pytest.raises(ImageTooSmallError) as caught:
         decode_image(imagegen.png_bytes(imagegen.photo_like_rgb(63, 200)))

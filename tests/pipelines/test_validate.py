@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from PIL import Image
 
 from pipelines.datatypes import ImageFormat
 from pipelines.errors import (
@@ -12,7 +13,14 @@ from pipelines.errors import (
     ImageTooSmallError,
     InvalidFormatError,
 )
-from pipelines.validate import UploadLimits, check_dimensions, check_upload, sniff_format
+from pipelines.validate import (
+    UploadLimits,
+    check_dimensions,
+    check_jpeg_scans,
+    check_upload,
+    count_jpeg_scans,
+    sniff_format,
+)
 from tests import imagegen
 
 SMALL = imagegen.photo_like_rgb(96, 80)
@@ -138,3 +146,32 @@ def test_check_dimensions_bomb_ratio_is_configurable() -> None:
 def test_check_dimensions_reports_bomb_before_too_large() -> None:
     with pytest.raises(ImageBombError):
         check_dimensions(30_000, 30_000, 1_000)
+
+
+def test_count_jpeg_scans_counts_baseline_and_progressive_scans() -> None:
+    rgb = imagegen.photo_like_rgb(96, 64)
+    assert count_jpeg_scans(imagegen.jpeg_bytes(rgb), stop_after=500) == 1
+    assert 6 <= count_jpeg_scans(imagegen.jpeg_bytes(rgb, progressive=True), stop_after=500) <= 12
+
+
+def test_count_jpeg_scans_skips_marker_bytes_inside_segments() -> None:
+    # A comment full of start-of-scan byte pairs, as an EXIF thumbnail or ICC profile can hold.
+    image = Image.fromarray(imagegen.photo_like_rgb(96, 64))
+    data = imagegen.encode_with_pillow(image, "JPEG", comment=b"\xff\xda" * 2000)
+    assert data.count(b"\xff\xda") > 2000
+    assert count_jpeg_scans(data, stop_after=500) == 1
+
+
+def test_count_jpeg_scans_stops_after_the_limit() -> None:
+    flood = imagegen.jpeg_with_repeated_scan(imagegen.jpeg_bytes(imagegen.photo_like_rgb(96, 64)), 5000)
+    assert count_jpeg_scans(flood, stop_after=500) == 501
+
+
+def test_check_jpeg_scans_refuses_a_scan_flood_as_bomb() -> None:
+    jpeg = imagegen.jpeg_bytes(imagegen.photo_like_rgb(96, 64), progressive=True)
+    check_jpeg_scans(imagegen.jpeg_with_repeated_scan(jpeg, 400))  # 400 + ~10: under the default 500
+    with pytest.raises(ImageBombError) as caught:
+        check_jpeg_scans(imagegen.jpeg_with_repeated_scan(jpeg, 600))
+    assert caught.value.fields["max_jpeg_scans"] == 500
+    with pytest.raises(ImageBombError):
+        check_jpeg_scans(jpeg, UploadLimits(max_jpeg_scans=5))

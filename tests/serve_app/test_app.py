@@ -29,3 +29,4 @@ def test_inference_asks_for_a_gpu_only_on_cuda() -> None:
 def test_upload_limits_follow_the_args() -> None:
     limits = upload_limits(UploadArgs(max_file_mb=5, max_megapixels=12.5))
     assert limits.max_file_bytes == 5 * 1024 * 1024 and limits.max_pixels == 12_500_000
+    assert upload_limits(UploadArgs(max_jpeg_scans=50)).max_jpeg_scans == 50
