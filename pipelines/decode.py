@@ -16,7 +16,8 @@ figures come from ``scripts/bench_prepost.py``):
   naive CMYK→RGB is used.
 * PNG, WebP, BMP: Pillow. 16-bit samples keep their high byte (``>> 8``, i.e. scaled, not
   clipped); Pillow's 32-bit integer mode "I" only arises from 16-bit PNG samples and is scaled the
-  same way; palettes and grey are expanded to RGB.
+  same way; palettes and grey are expanded to RGB. An RGB PNG's transparent colour key (tRNS)
+  becomes its alpha through OpenCV, which compares it at the file's bit depth.
 
 Pillow's ``Image.open`` is bypassed in favour of the four format plugins: the format is already
 known from the magic bytes, so no other plugin is ever tried on hostile bytes, and our own
@@ -86,6 +87,8 @@ def decode_image(data: bytes, limits: UploadLimits = DEFAULT_LIMITS) -> DecodedI
         elif image.mode == "CMYK":
             rgb = _cmyk_to_rgb(image)
             alpha = None
+        elif image_format is ImageFormat.PNG and image.mode == "RGB" and "transparency" in image.info:
+            rgb, alpha = _colour_key_png(data, image)
         else:
             rgb, alpha = _pillow_to_arrays(image)
         orientation = _exif_orientation(image)
@@ -187,6 +190,20 @@ def _cmyk_to_rgb(image: Image.Image) -> np.ndarray:
             if converted is not None:
                 return np.array(converted)
     return np.array(image.convert("RGB"))
+
+
+def _colour_key_png(data: bytes, image: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
+    """An RGB PNG whose tRNS chunk names one transparent colour. Pillow keeps only the high byte
+    of 16-bit samples but the key at full depth, so it would never match; OpenCV turns the key
+    into an alpha channel itself, at the file's own depth."""
+    image.load()
+    rgb = np.array(image)
+    with_key = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    if with_key is None or with_key.ndim != 3 or with_key.shape[2] != 4:
+        return rgb, None
+    alpha = with_key[..., 3]
+    alpha = _sixteen_bit_to_uint8(alpha) if alpha.dtype == np.uint16 else np.ascontiguousarray(alpha)
+    return rgb, alpha if int(alpha.min()) < 255 else None
 
 
 def _pillow_to_arrays(image: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:

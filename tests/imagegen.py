@@ -116,6 +116,12 @@ def png16_rgb_bytes(rgb16: np.ndarray) -> bytes:
     return encoded.tobytes()
 
 
+def with_png_chunk(png: bytes, kind: bytes, payload: bytes) -> bytes:
+    """``png`` with one more chunk just before its first IDAT."""
+    at = png.index(b"IDAT") - 4
+    return png[:at] + _png_chunk(kind, payload) + png[at:]
+
+
 def palette_png_with_transparency(width: int, height: int) -> bytes:
     """A palette ("P") PNG: left half colour index 1 (opaque red), right half index 0 (transparent)."""
     indices = np.zeros((height, width), np.uint8)

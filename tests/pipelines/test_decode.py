@@ -143,6 +143,26 @@ def test_decode_16bit_rgb_png_scales_instead_of_saturating(photo: np.ndarray) ->
     assert np.array_equal(decoded.rgb, photo)
 
 
+def test_decode_rgb_png_keeps_its_transparent_colour(photo: np.ndarray) -> None:
+    rgb = photo.copy()
+    rgb[:, :10] = (1, 2, 3)
+    decoded = decode_image(imagegen.png_bytes(rgb, transparency=(1, 2, 3)))
+    assert decoded.alpha is not None
+    assert decoded.alpha[:, :10].max() == 0 and (decoded.alpha == 0).sum() == (rgb == (1, 2, 3)).all(-1).sum()
+    assert np.array_equal(decoded.rgb, rgb)
+
+
+def test_decode_16bit_rgb_png_compares_its_transparent_colour_at_16_bits(photo: np.ndarray) -> None:
+    rgb16 = photo.astype(np.uint16) * 257
+    rgb16[:, :10] = (0x0102, 0x0304, 0x0506)
+    rgb16[:, 10:20] = (0x0100, 0x0300, 0x0500)  # the same high bytes: must stay opaque
+    key = b"".join(v.to_bytes(2, "big") for v in (0x0102, 0x0304, 0x0506))
+    decoded = decode_image(imagegen.with_png_chunk(imagegen.png16_rgb_bytes(rgb16), b"tRNS", key))
+    assert decoded.alpha is not None
+    assert decoded.alpha[:, :10].max() == 0 and decoded.alpha[:, 10:].min() == 255
+    assert np.array_equal(decoded.rgb, (rgb16 >> 8).astype(np.uint8))
+
+
 def test_decode_palette_png_with_transparency_keeps_alpha() -> None:
     decoded = decode_image(imagegen.palette_png_with_transparency(128, 64))
     assert decoded.alpha is not None
