@@ -22,6 +22,7 @@ claims enormous dimensions is reported as the bomb it is.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 
@@ -146,15 +147,20 @@ def _as_text(prefix: bytes) -> str | None:
     return text if printable >= 0.95 * len(text) else None
 
 
+def file_too_large(size_bytes: int, max_file_bytes: int) -> FileTooLargeError:
+    """The spec's 413 for an upload of ``size_bytes``. Its size rounds up, so a file one byte over
+    10 MB reads 10.1, not the 10.0 of the limit it broke."""
+    return FileTooLargeError(
+        f"File size exceeds {max_file_bytes / _MEBIBYTE:g}MB limit",
+        file_size_mb=math.ceil(size_bytes * 10 / _MEBIBYTE) / 10,
+        max_size_mb=round(max_file_bytes / _MEBIBYTE, 1),
+    )
+
+
 def check_file_size(data: bytes, limits: UploadLimits = DEFAULT_LIMITS) -> None:
     """Raises FileTooLargeError (413) when the upload exceeds ``limits.max_file_bytes``."""
-    size = len(data)
-    if size > limits.max_file_bytes:
-        raise FileTooLargeError(
-            f"File size exceeds {limits.max_file_bytes / _MEBIBYTE:g}MB limit",
-            file_size_mb=round(size / _MEBIBYTE, 1),
-            max_size_mb=round(limits.max_file_bytes / _MEBIBYTE, 1),
-        )
+    if len(data) > limits.max_file_bytes:
+        raise file_too_large(len(data), limits.max_file_bytes)
 
 
 def check_upload(data: bytes, limits: UploadLimits = DEFAULT_LIMITS) -> ImageFormat:

@@ -14,9 +14,9 @@ from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 from pipelines.datatypes import RemovalOptions
-from pipelines.errors import FileTooLargeError, InvalidRequestError
+from pipelines.errors import InvalidRequestError
+from pipelines.validate import file_too_large
 
-_MEBIBYTE = 1024 * 1024
 # Multipart framing around the image: boundaries, part headers and the two small fields.
 FORM_OVERHEAD_BYTES = 64 * 1024
 _MAX_FIELD_BYTES = 1024
@@ -48,15 +48,6 @@ class RemovalForm:
     image: UploadedImage
     options: RemovalOptions
     return_base64: bool
-
-
-def file_too_large(size_bytes: int, max_file_bytes: int) -> FileTooLargeError:
-    """The spec's 413 body for an upload of ``size_bytes``."""
-    return FileTooLargeError(
-        f"File size exceeds {max_file_bytes / _MEBIBYTE:g}MB limit",
-        file_size_mb=round(size_bytes / _MEBIBYTE, 1),
-        max_size_mb=round(max_file_bytes / _MEBIBYTE, 1),
-    )
 
 
 def parse_content_length(value: str | None) -> int | None:

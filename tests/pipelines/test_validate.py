@@ -74,7 +74,7 @@ def test_check_upload_rejects_file_over_ten_megabytes_with_413() -> None:
     body = caught.value.to_body()
     assert caught.value.status_code == 413
     assert body["error_code"] == "FILE_TOO_LARGE"
-    assert body["file_size_mb"] == 10.0
+    assert body["file_size_mb"] == 10.1  # rounded up: over the limit, never shown equal to it
     assert body["max_size_mb"] == 10.0
 
 
