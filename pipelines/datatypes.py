@@ -45,12 +45,16 @@ class DecodedImage:
             into the output alpha, so transparent input stays transparent.
         source_format: the container format of the upload.
         animated: True when the source had several frames (only the first is used).
+        icc_profile: the source's embedded RGB colour profile (Display P3 from phones, Adobe RGB
+            from cameras), carried into the output PNG so the cut-out keeps the original's
+            colours; None when there is none (sRGB is assumed) or it is not an RGB profile.
     """
 
     rgb: np.ndarray
     alpha: np.ndarray | None
     source_format: ImageFormat
     animated: bool = False
+    icc_profile: bytes | None = None
 
     @property
     def width(self) -> int:

@@ -18,6 +18,8 @@ figures come from ``scripts/bench_prepost.py``):
   clipped); Pillow's 32-bit integer mode "I" only arises from 16-bit PNG samples and is scaled the
   same way; palettes and grey are expanded to RGB. An RGB PNG's transparent colour key (tRNS)
   becomes its alpha through OpenCV, which compares it at the file's bit depth.
+* Colour profiles: an embedded RGB ICC profile is kept as bytes and written into the output PNG
+  (``pipelines.encode``); pixels are never converted, except CMYK, which becomes sRGB.
 
 Pillow's ``Image.open`` is bypassed in favour of the four format plugins: the format is already
 known from the magic bytes, so no other plugin is ever tried on hostile bytes, and our own
@@ -81,12 +83,13 @@ def decode_image(data: bytes, limits: UploadLimits = DEFAULT_LIMITS) -> DecodedI
         if image_format is ImageFormat.JPEG:
             check_jpeg_scans(data, limits)
         animated = getattr(image, "n_frames", 1) > 1
+        icc_profile = rgb_icc_profile(image.info.get("icc_profile"))
         if image_format is ImageFormat.JPEG and image.mode in ("RGB", "L"):
             rgb = _decode_jpeg_pixels(data, image)
             alpha = None
         elif image.mode == "CMYK":
             rgb = _cmyk_to_rgb(image)
-            alpha = None
+            alpha, icc_profile = None, None  # converted to sRGB through its profile
         elif image_format is ImageFormat.PNG and image.mode == "RGB" and "transparency" in image.info:
             rgb, alpha = _colour_key_png(data, image)
         else:
@@ -102,7 +105,23 @@ def decode_image(data: bytes, limits: UploadLimits = DEFAULT_LIMITS) -> DecodedI
     rgb = apply_orientation(rgb, orientation)
     if alpha is not None:
         alpha = apply_orientation(alpha, orientation)
-    return DecodedImage(rgb=rgb, alpha=alpha, source_format=image_format, animated=animated)
+    return DecodedImage(
+        rgb=rgb, alpha=alpha, source_format=image_format, animated=animated, icc_profile=icc_profile
+    )
+
+
+def rgb_icc_profile(profile: object) -> bytes | None:
+    """``profile`` when it is a whole ICC profile of the RGB colour space, else None.
+
+    Only the 128-byte header is read: its declared size must match and its data colour space must
+    be ``RGB `` (a grey or CMYK profile cannot describe the RGBA output). The profile is passed on
+    as bytes, never parsed further or applied.
+    """
+    if not isinstance(profile, bytes) or len(profile) < 128:
+        return None
+    if int.from_bytes(profile[:4], "big") != len(profile) or profile[16:20] != b"RGB ":
+        return None
+    return profile
 
 
 def read_webp_size(data: bytes) -> tuple[int, int]:

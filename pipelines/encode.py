@@ -21,6 +21,8 @@ files are ~5–10 % larger than a level-1 deflate here. Pillow's default level 6
 from __future__ import annotations
 
 import base64
+import struct
+import zlib
 
 import fpng
 import numpy as np
@@ -30,18 +32,34 @@ from pipelines.errors import InferenceError
 PNG_MEDIA_TYPE = "image/png"
 
 
-def encode_png(rgba: np.ndarray) -> bytes:
+# PNG signature (8 bytes) + IHDR chunk (length 4, type 4, data 13, CRC 4): iCCP goes right after.
+_END_OF_IHDR = 8 + 4 + 4 + 13 + 4
+
+
+def encode_png(rgba: np.ndarray, icc_profile: bytes | None = None) -> bytes:
     """Lossless PNG of an RGBA image.
 
     Args:
         rgba: ``[H, W, 4]`` uint8, straight (not premultiplied) alpha.
+        icc_profile: an RGB ICC profile to embed (``iCCP`` chunk), so viewers show the pixels in
+            the source's colour space; None for sRGB.
 
     Returns:
         The PNG file's bytes (8-bit RGBA, colour type 6).
     """
     if rgba.dtype != np.uint8 or rgba.ndim != 3 or rgba.shape[2] != 4:
         raise InferenceError("Internal error: the cut-out has an unexpected layout")
-    return bytes(fpng.from_ndarray(np.ascontiguousarray(rgba)))
+    png = bytes(fpng.from_ndarray(np.ascontiguousarray(rgba)))
+    if icc_profile is None:
+        return png
+    return png[:_END_OF_IHDR] + _iccp_chunk(icc_profile) + png[_END_OF_IHDR:]
+
+
+def _iccp_chunk(icc_profile: bytes) -> bytes:
+    """The ``iCCP`` chunk: profile name, NUL, compression method 0, zlib-compressed profile."""
+    payload = b"ICC Profile\x00\x00" + zlib.compress(icc_profile)
+    kind = b"iCCP"
+    return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
 
 
 def to_data_url(data: bytes, media_type: str = PNG_MEDIA_TYPE) -> str:

@@ -221,6 +221,15 @@ def _v2_ab(pillow_byte: float) -> int:
     return ((int(pillow_byte) + 128) % 256) * 256
 
 
+def rgb_icc_profile(colour_space: bytes = b"RGB ") -> bytes:
+    """Littlecms' sRGB profile as bytes, standing in for Display P3 or Adobe RGB; another
+    ``colour_space`` (e.g. ``b"GRAY"``) rewrites only its header's data colour space."""
+    from PIL import ImageCms
+
+    profile = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    return profile[:16] + colour_space + profile[20:]
+
+
 def swapped_cmyk_icc_profile() -> bytes:
     """A minimal ICC v2 CMYK→Lab printer profile whose inks are deliberately "wrong".
 

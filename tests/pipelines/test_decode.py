@@ -99,6 +99,22 @@ def test_decode_jpeg_with_stray_bytes_before_a_marker_like_viewers(photo: np.nda
     assert _max_difference(decoded.rgb, decode_image(data).rgb) <= 2
 
 
+@pytest.mark.parametrize("format_name", ["JPEG", "PNG", "WEBP"])
+def test_decode_keeps_an_rgb_colour_profile(photo: np.ndarray, format_name: str) -> None:
+    profile = imagegen.rgb_icc_profile()
+    data = imagegen.encode_with_pillow(Image.fromarray(photo), format_name, icc_profile=profile)
+    assert decode_image(data).icc_profile == profile
+    assert decode_image(imagegen.encode_with_pillow(Image.fromarray(photo), format_name)).icc_profile is None
+
+
+def test_decode_drops_a_profile_that_cannot_describe_rgb(photo: np.ndarray) -> None:
+    grey_profile = imagegen.rgb_icc_profile(b"GRAY")
+    grey = imagegen.encode_with_pillow(Image.fromarray(photo[..., 0]), "JPEG", icc_profile=grey_profile)
+    assert decode_image(grey).icc_profile is None
+    cmyk = imagegen.cmyk_jpeg_bytes(photo, icc_profile=imagegen.swapped_cmyk_icc_profile())
+    assert decode_image(cmyk).icc_profile is None  # converted to sRGB instead
+
+
 def test_decode_cmyk_jpeg_without_profile_uses_naive_conversion(photo: np.ndarray) -> None:
     decoded = decode_image(imagegen.cmyk_jpeg_bytes(photo))
     _assert_rgb(decoded.rgb, HEIGHT, WIDTH)

@@ -29,6 +29,17 @@ def test_encode_png_accepts_non_contiguous_input() -> None:
     assert np.array_equal(np.asarray(Image.open(io.BytesIO(encode_png(rgba)))), rgba)
 
 
+def test_encode_png_embeds_an_icc_profile() -> None:
+    rgba = np.dstack([imagegen.photo_like_rgb(96, 64), np.full((64, 96), 200, np.uint8)])
+    profile = imagegen.rgb_icc_profile()
+    data = encode_png(rgba, icc_profile=profile)
+    Image.open(io.BytesIO(data)).verify()  # chunk order and CRCs
+    decoded = Image.open(io.BytesIO(data))
+    assert decoded.info["icc_profile"] == profile
+    assert np.array_equal(np.asarray(decoded), rgba)
+    assert "icc_profile" not in Image.open(io.BytesIO(encode_png(rgba))).info
+
+
 def test_encode_png_rejects_rgb() -> None:
     with pytest.raises(InferenceError):
         encode_png(np.zeros((8, 8, 3), np.uint8))

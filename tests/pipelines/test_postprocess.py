@@ -147,3 +147,17 @@ def test_compose_rejects_matte_of_wrong_layout() -> None:
 def test_postprocessor_rejects_even_kernel() -> None:
     with pytest.raises(ValueError):
         Postprocessor(smoothing_kernel=4)
+
+
+def test_compose_carries_the_source_colour_profile_into_the_png() -> None:
+    prepared = _prepared(96, 64)
+    profile = imagegen.rgb_icc_profile()
+    with_profile = PreparedImage(
+        image=DecodedImage(prepared.image.rgb, None, ImageFormat.JPEG, icc_profile=profile),
+        model_input=prepared.model_input,
+    )
+    matte = Matte(alpha=imagegen.subject_alpha(64, 64), model_name="test")
+    encoded = Postprocessor().compose(with_profile, matte, RemovalOptions())
+    assert Image.open(io.BytesIO(encoded.data)).info["icc_profile"] == profile
+    plain = Postprocessor().compose(prepared, matte, RemovalOptions())
+    assert np.array_equal(_decode_png(encoded.data), _decode_png(plain.data))
