@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import math
 import os
 import sys
 from collections.abc import Mapping
@@ -161,8 +162,8 @@ def _number(name: str, value: str, kind: type[int] | type[float]) -> Any:
         number = kind(value.strip())
     except ValueError:
         raise ValueError(f"{name}={value!r}: expected a {'whole ' if kind is int else ''}number") from None
-    if number <= 0:
-        raise ValueError(f"{name}={value!r}: must be positive")
+    if not math.isfinite(number) or number <= 0:  # float() also reads "nan" and "inf"
+        raise ValueError(f"{name}={value!r}: must be a positive, finite number")
     return number
 
 

@@ -112,7 +112,9 @@ def test_use_tensorrt_false_turns_a_configured_tensorrt_off_only() -> None:
 
 @pytest.mark.parametrize(("variable", "value", "message"), [
     ("BIREFNET_BATCH_SIZE", "eight", "expected a whole number"),
-    ("BIREFNET_MAX_MEGAPIXELS", "-1", "must be positive"),
+    ("BIREFNET_MAX_MEGAPIXELS", "-1", "must be a positive"),
+    ("BIREFNET_PROCESSING_TIMEOUT_SEC", "nan", "finite number"),
+    ("BIREFNET_MAX_IMAGE_SIZE_MB", "inf", "finite number"),
     ("BIREFNET_DEVICE", "tpu", "auto, cpu, cuda"),
     ("BIREFNET_USE_TENSORRT", "maybe", "true or false"),
     ("LOG_LEVEL", "loud", "debug, info"),
