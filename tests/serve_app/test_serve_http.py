@@ -108,6 +108,14 @@ def test_remove_returns_base64_json(service: Service, small_photo: np.ndarray) -
     assert info["processing_time_ms"] > 0
 
 
+def test_remove_keeps_the_upload_colour_profile(service: Service, small_photo: np.ndarray) -> None:
+    profile = imagegen.rgb_icc_profile()
+    upload = imagegen.encode_with_pillow(Image.fromarray(small_photo), "JPEG", icc_profile=profile)
+    response = service.remove(upload, content_type="image/jpeg")
+    assert response.status_code == 200, response.text
+    assert Image.open(io.BytesIO(response.content)).info["icc_profile"] == profile
+
+
 def test_smoothing_changes_the_alpha_edges(service: Service, small_photo: np.ndarray) -> None:
     upload = imagegen.png_bytes(small_photo)
     smooth = decode_png(service.remove(upload, content_type="image/png", smoothing="true").content)
