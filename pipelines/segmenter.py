@@ -38,7 +38,7 @@ from pipelines.errors import GpuMemoryExhaustedError, InferenceError
 from pipelines.model.birefnet import BiRefNet, DeformSampling, PatchOrder, create_model, with_patch_order
 from pipelines.model.checkpoint import LoadReport, load_checkpoint, load_state_dict_into
 from pipelines.model.deterministic import deterministic_state_dict
-from pipelines.model.variants import Variant, get_variant
+from pipelines.model.variants import Variant, at_input_size, get_variant
 from pipelines.weights import resolve_weights
 
 logger = logging.getLogger(__name__)
@@ -53,6 +53,8 @@ class SegmenterSettings:
 
     Attributes:
         variant: registry name (``general``, ``lite``, ``demo``, …).
+        input_size: ``(height, width)`` to serve at instead of the variant's own, multiples of 32
+            (see :func:`pipelines.model.variants.at_input_size`); None keeps the variant's.
         weights: path to a checkpoint; None → ``BIREFNET_WEIGHTS``, the HF cache, or a download
             (the demo variant uses its bundled file, or deterministic weights if none is bundled).
         device: ``auto`` (CUDA when available), ``cpu`` or ``cuda[:N]``.
@@ -84,6 +86,7 @@ class SegmenterSettings:
     """
 
     variant: str = "general"
+    input_size: tuple[int, int] | None = None
     weights: str | None = None
     device: str = "auto"
     dtype: str = "float32"
@@ -122,9 +125,9 @@ class SegmenterInfo:
 FIXED_SHAPE_BACKENDS = ("compile", "tensorrt")
 
 
-def input_size_for(variant: str) -> tuple[int, int]:
-    """Model input size ``(height, width)`` of a variant, without loading anything."""
-    return get_variant(variant).input_size
+def input_size_for(variant: str, override: tuple[int, int] | None = None) -> tuple[int, int]:
+    """Model input size ``(height, width)`` of a variant, or ``override``, without loading anything."""
+    return at_input_size(get_variant(variant), override).input_size
 
 
 def resolve_deform_sampling(
@@ -265,7 +268,7 @@ class Segmenter:
     @classmethod
     def from_settings(cls, settings: SegmenterSettings) -> Segmenter:
         """Build the model for ``settings.variant`` and load its weights (may download)."""
-        variant = get_variant(settings.variant)
+        variant = at_input_size(get_variant(settings.variant), settings.input_size)
         device = resolve_device(settings.device)
         dtype = _DTYPES.get(settings.dtype)
         if dtype is None:

@@ -22,6 +22,10 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+# A model input side: the backbone's total stride is 32.
+_Side = Annotated[int, Field(ge=32, multiple_of=32)]
+
+
 class ModelArgs(_Strict):
     """Which BiRefNet to serve and where (mirrors ``pipelines.segmenter.SegmenterSettings``).
 
@@ -29,6 +33,8 @@ class ModelArgs(_Strict):
         variant: registry name: ``general`` (downloaded to the Hugging Face cache on first start),
             ``demo`` (small, bundled or deterministic weights, no network) and the others the
             registry lists.
+        input_size: ``[height, width]`` to serve at instead of the variant's own, multiples of 32:
+            ``dynamic`` was trained from 256 to 2304; the others lose quality away from theirs.
         weights: explicit checkpoint path; None uses the HF cache / bundled file.
         device: ``auto`` asks for one GPU per Inference replica when the Ray cluster has GPUs at
             deploy time and runs on CPU otherwise; ``cuda`` always asks for a GPU (for clusters
@@ -59,6 +65,7 @@ class ModelArgs(_Strict):
     """
 
     variant: str = "general"
+    input_size: tuple[_Side, _Side] | None = None
     weights: str | None = None
     device: Literal["auto", "cpu", "cuda"] = "auto"
     dtype: Literal["float32", "float16", "bfloat16"] = "float32"

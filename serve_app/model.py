@@ -89,7 +89,8 @@ def resolve_factory(import_path: str | None) -> SegmenterFactory:
 
 
 def input_size_for(model: ModelArgs) -> tuple[int, int]:
-    """The size the Preprocess stage resizes to, from the variant, without loading weights."""
+    """The size the Preprocess stage resizes to (the variant's, or ``input_size``), without loading
+    weights."""
     from pipelines.segmenter import input_size_for as variant_input_size
 
-    return variant_input_size(model.variant)
+    return variant_input_size(model.variant, model.input_size)

@@ -12,7 +12,7 @@ absent: its key set is detected and rejected by the checkpoint loader.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from pipelines.model.birefnet import SWIN_L, SWIN_T, BiRefNetConfig, SwinConfig
 
@@ -136,3 +136,17 @@ def get_variant(name: str | Variant) -> Variant:
     if key not in VARIANTS:
         raise UnknownVariantError(f"unknown BiRefNet variant {name!r}; known variants: {', '.join(VARIANTS)}")
     return VARIANTS[key]
+
+
+def at_input_size(variant: Variant, size: tuple[int, int] | None) -> Variant:
+    """``variant`` served at ``size`` ``(height, width)`` instead of its own (None: unchanged).
+
+    Both sides must be positive multiples of 32, the backbone's total stride. Only ``dynamic`` was
+    trained across sizes (256 to 2304); the others were trained at their own size.
+    """
+    if size is None:
+        return variant
+    height, width = size
+    if height < 32 or width < 32 or height % 32 or width % 32:
+        raise ValueError(f"input_size must be two positive multiples of 32 (height, width); got {tuple(size)}")
+    return replace(variant, input_size=(int(height), int(width)))

@@ -64,6 +64,15 @@ def test_segment_returns_one_matte_per_image_at_model_size() -> None:
     assert mattes[0].model_name == "BiRefNet-demo"
 
 
+def test_segmenter_serves_at_a_configured_input_size() -> None:
+    segmenter = Segmenter.from_settings(SegmenterSettings(variant="demo", device="cpu", input_size=(128, 160)))
+    assert segmenter.input_size == input_size_for("demo", (128, 160)) == (128, 160)
+    (matte,) = segmenter.segment([np.full((128, 160, 3), 90, np.uint8)])
+    assert matte.alpha.shape == (128, 160)
+    with pytest.raises(ValueError, match="multiples of 32"):
+        input_size_for("demo", (100, 160))
+
+
 def test_segment_normalises_with_imagenet_statistics() -> None:
     model = ConstantModel()
     segmenter = _segmenter(model)

@@ -4,7 +4,7 @@ import pytest
 from pydantic import ValidationError
 
 from serve_app.args import ModelArgs
-from serve_app.model import segmenter_settings
+from serve_app.model import input_size_for, segmenter_settings
 
 
 def test_backend_settings_reach_the_segmenter() -> None:
@@ -37,3 +37,12 @@ def test_every_segmenter_setting_has_a_config_field() -> None:
 
     settings = {field.name for field in dataclasses.fields(SegmenterSettings)}
     assert settings == set(ModelArgs.model_fields) - {"segmenter_factory"}
+
+
+def test_input_size_overrides_the_variant_for_every_stage() -> None:
+    args = ModelArgs(variant="dynamic", input_size=(1536, 2048))
+    assert input_size_for(args) == (1536, 2048)  # Preprocess resizes to it
+    assert segmenter_settings(args, "cpu").input_size == (1536, 2048)  # the model runs at it
+    assert input_size_for(ModelArgs(variant="dynamic")) == (1024, 1024)
+    with pytest.raises(ValidationError, match="multiple of 32"):
+        ModelArgs(input_size=(1000, 1024))
