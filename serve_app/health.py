@@ -141,10 +141,13 @@ def _least_free_gpu_memory(reports: Sequence[ModelReport]) -> float | None:
 
 def assess_readiness(reports: Sequence[ModelReport], deployment_states: Mapping[str, str]) -> Answer:
     """``/ready``: 200 once every deployment of the app runs all the replicas it was deployed
-    with and every live Inference replica has loaded weights and warmed up; 503 before.
+    with and at least one Inference replica has loaded weights and warmed up; 503 before.
 
-    Replicas added later by autoscaling do not make a ready service unready: Serve routes to a
-    replica only after its constructor (load and warm-up) returned.
+    At the first deploy, Serve reports a deployment as settled only after every initial
+    replica's constructor (load and warm-up) returned, so all of them are in. Later, a replica
+    the autoscaler adds reports ``loading`` from its constructor, before Serve routes to it, and a
+    replica whose weights went missing reports ``failed``: neither takes a serving service out
+    of its load balancer (``/health`` shows them).
 
     Args:
         reports: fresh reports, one per live Inference replica.
@@ -155,12 +158,12 @@ def assess_readiness(reports: Sequence[ModelReport], deployment_states: Mapping[
         return _not_ready(f"Deployments still starting: {', '.join(unsettled)}")
     if not reports:
         return _not_ready("No inference replica has reported yet")
-    waiting = [r for r in reports if r.state is not ModelState.READY]
-    if waiting:
-        failed = [r for r in waiting if r.state is ModelState.FAILED]
+    ready = [r for r in reports if r.state is ModelState.READY]
+    if not ready:
+        failed = [r for r in reports if r.state is ModelState.FAILED]
         reason = failed[0].error[0] if failed and failed[0].error else "model loading"
-        return _not_ready(f"{len(waiting)} of {len(reports)} inference replicas not ready ({reason})")
-    return Answer(200, {"ready": True, "model_replicas": len(reports)})
+        return _not_ready(f"No inference replica is ready yet ({reason})")
+    return Answer(200, {"ready": True, "model_replicas": len(ready)})
 
 
 def _not_ready(detail: str) -> Answer:

@@ -113,12 +113,21 @@ def test_not_ready_while_a_deployment_is_still_starting() -> None:
     assert answer.body["error_code"] == "MODEL_NOT_READY" and "Inference" in answer.body["detail"]
 
 
-def test_not_ready_while_a_replica_is_loading_or_failed() -> None:
+def test_not_ready_while_no_replica_has_loaded() -> None:
     settled = {"Inference": "HEALTHY"}
-    assert assess_readiness([report(), report("r2", ModelState.LOADING)], settled).status_code == 503
+    assert assess_readiness([report(state=ModelState.LOADING)], settled).status_code == 503
     failed = report(state=ModelState.FAILED, error=("Model checkpoint not found", "x"))
-    answer = assess_readiness([failed], settled)
+    answer = assess_readiness([failed, report("r2", ModelState.LOADING)], settled)
     assert answer.status_code == 503 and "Model checkpoint not found" in answer.body["detail"]
+
+
+def test_a_replica_added_or_failing_later_keeps_a_serving_service_ready() -> None:
+    # The autoscaler's new replica reports loading from its constructor; a replica whose weights
+    # went missing reports failed. The ready one still serves: the load balancer keeps the service.
+    added = report("r2", ModelState.LOADING)
+    failed = report("r3", ModelState.FAILED, error=("Model checkpoint not found", "x"))
+    answer = assess_readiness([report("r1"), added, failed], {"Inference": "UPSCALING"})
+    assert answer.status_code == 200 and answer.body == {"ready": True, "model_replicas": 1}
 
 
 def test_not_ready_without_reports() -> None:
