@@ -50,6 +50,13 @@ def resolve_device(requested: str, available_gpus: float) -> str:
     return requested
 
 
+def replica_device(requested: str, resolved: str) -> str:
+    """The device Inference replicas are given. Where ``auto`` chose CUDA they get ``auto`` too, so
+    a replica whose GPU does not answer (driver or CUDA mismatch) falls back to the CPU, the spec's
+    fallback that ``/health`` reports as ``degraded``, instead of failing to load."""
+    return "auto" if requested == "auto" and resolved == "cuda" else resolved
+
+
 def inference_actor_options(device: str, settings: InferenceArgs) -> dict[str, float]:
     """Inference's ``ray_actor_options``: one GPU per replica on CUDA, none on CPU.
 
@@ -91,7 +98,7 @@ def build_app(args: AppArgs) -> Application:
     inference = (
         _deployment(Inference)
         .options(ray_actor_options=inference_actor_options(device, args.inference))
-        .bind(args.model, device, args.inference, telemetry)
+        .bind(args.model, replica_device(args.model.device, device), args.inference, telemetry)
     )
     postprocess = _deployment(Postprocess).bind()
     rate_limiter = _deployment(RateLimiter).bind(args.rate_limit) if args.rate_limit.enabled else None

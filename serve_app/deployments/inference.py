@@ -30,7 +30,8 @@ _REPORT_TIMEOUT_S = 5.0
 
 @serve.deployment(max_ongoing_requests=16, ray_actor_options={"num_cpus": 1})
 class Inference:
-    """Args: model: what to load; device: ``cpu`` or ``cuda`` as resolved by the builder;
+    """Args: model: what to load; device: ``cpu``, ``cuda`` or ``auto`` (a GPU was assigned, CPU if it
+    does not answer) from the builder;
     settings: warm-up and reporting; telemetry: handle of the Telemetry deployment."""
 
     async def __init__(  # type: ignore[misc]  # Serve awaits async constructors

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from serve_app.app import inference_actor_options, resolve_device, upload_limits
+from serve_app.app import inference_actor_options, replica_device, resolve_device, upload_limits
 from serve_app.args import InferenceArgs, UploadArgs
 
 
@@ -30,3 +30,10 @@ def test_upload_limits_follow_the_args() -> None:
     limits = upload_limits(UploadArgs(max_file_mb=5, max_megapixels=12.5))
     assert limits.max_file_bytes == 5 * 1024 * 1024 and limits.max_pixels == 12_500_000
     assert upload_limits(UploadArgs(max_jpeg_scans=50)).max_jpeg_scans == 50
+
+
+def test_replicas_keep_auto_where_it_chose_a_gpu() -> None:
+    # A replica given a GPU that does not answer then falls back to the CPU instead of failing.
+    assert replica_device("auto", resolve_device("auto", 1.0)) == "auto"
+    assert replica_device("auto", resolve_device("auto", 0.0)) == "cpu"
+    assert replica_device("cuda", "cuda") == "cuda" and replica_device("cpu", "cpu") == "cpu"
