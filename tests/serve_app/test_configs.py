@@ -14,7 +14,7 @@ from serve_app.args import AppArgs, RateRule
 from serve_app.batching import BatchConfig
 
 ROOT = Path(__file__).resolve().parents[2]
-CONFIGS = [ROOT / "serve_config.yaml", ROOT / "configs" / "offline.yaml"]
+CONFIGS = [ROOT / "serve_config.yaml", ROOT / "configs" / "offline.yaml", ROOT / "configs" / "production.yaml"]
 STAGES = {"Ingress", "Preprocess", "Inference", "Postprocess", "Telemetry", "RateLimiter"}
 
 
