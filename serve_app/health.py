@@ -18,7 +18,8 @@ from serve_app.records import ModelReport, ModelState, RequestSample
 SERVICE_NAME = "BiRefNet Background Removal"
 API_VERSION = "1.0.0"
 # Serve deployment states in which every replica the deployment was deployed with is running.
-_SETTLED = frozenset({"HEALTHY", "UPSCALING", "DOWNSCALING"})
+# Off the request path and failing open (see Ingress._admit): its absence does not stop serving.
+_OPTIONAL_DEPLOYMENTS = frozenset({"RateLimiter"})
 
 
 @dataclass(frozen=True)
@@ -139,23 +140,33 @@ def _least_free_gpu_memory(reports: Sequence[ModelReport]) -> float | None:
     return round(min(free), 1) if free else None
 
 
-def assess_readiness(reports: Sequence[ModelReport], deployment_states: Mapping[str, str]) -> Answer:
-    """``/ready``: 200 once every deployment of the app runs all the replicas it was deployed
-    with and at least one Inference replica has loaded weights and warmed up; 503 before.
+@dataclass(frozen=True)
+class DeploymentView:
+    """What ``/ready`` needs of one deployment in ``serve.status()``: its status and how many of
+    its replicas are running (constructed, so routable)."""
 
-    At the first deploy, Serve reports a deployment as settled only after every initial
-    replica's constructor (load and warm-up) returned, so all of them are in. Later, a replica
-    the autoscaler adds reports ``loading`` from its constructor, before Serve routes to it, and a
-    replica whose weights went missing reports ``failed``: neither takes a serving service out
-    of its load balancer (``/health`` shows them).
+    status: str
+    running: int
+
+
+def assess_readiness(reports: Sequence[ModelReport], deployments: Mapping[str, DeploymentView]) -> Answer:
+    """``/ready``: 200 while the app can serve: every deployment on the request path has a running
+    replica and at least one Inference replica has loaded weights and warmed up; 503 otherwise.
+
+    A running Inference replica has loaded already: Serve counts a replica as running only after
+    its constructor (load and warm-up) returned. So one replica being replaced (a crash, a rolling
+    update) or added by the autoscaler does not take a serving service out of its load balancer,
+    nor does a replica whose weights went missing (it reports ``failed``; ``/health`` lists it).
 
     Args:
         reports: fresh reports, one per live Inference replica.
-        deployment_states: Serve's status (``HEALTHY``, ``UPDATING``, …) per deployment name.
+        deployments: :class:`DeploymentView` per deployment name, from ``serve.status()``.
     """
-    unsettled = sorted(name for name, state in deployment_states.items() if state not in _SETTLED)
-    if unsettled:
-        return _not_ready(f"Deployments still starting: {', '.join(unsettled)}")
+    down = sorted(
+        name for name, view in deployments.items() if view.running < 1 and name not in _OPTIONAL_DEPLOYMENTS
+    )
+    if down:
+        return _not_ready(f"No running replica yet: {', '.join(down)}")
     if not reports:
         return _not_ready("No inference replica has reported yet")
     ready = [r for r in reports if r.state is ModelState.READY]

@@ -42,7 +42,7 @@ from serve_app.form import (
     check_handle_arguments,
     parse_content_length,
 )
-from serve_app.health import API_VERSION, SERVICE_NAME, Answer, assess_health, assess_readiness
+from serve_app.health import API_VERSION, SERVICE_NAME, Answer, DeploymentView, assess_health, assess_readiness
 from serve_app.logs import quiet_client_errors
 from serve_app.metrics import RequestMetrics, StageMetrics
 from serve_app.rate_limit import RateDecision, rate_limit_error, rate_limit_headers
@@ -263,14 +263,15 @@ class Ingress:
 
     @api.api_route(f"{API_PREFIX}/ready", methods=["GET", "HEAD"])
     async def ready(self) -> JSONResponse:
-        """200 once every Inference replica has loaded its weights and warmed up; 503 before."""
+        """200 while the app can serve (a running replica per stage, an Inference replica loaded);
+        503 otherwise."""
         try:
             states = await asyncio.wait_for(asyncio.to_thread(self._deployment_states), _PROBE_TIMEOUT_S)
             reports, _ = await asyncio.wait_for(self._telemetry.snapshot.remote(), _PROBE_TIMEOUT_S)
             answer = assess_readiness(reports, states)
         except Exception:
             logger.warning("Could not assess readiness", exc_info=True)
-            answer = assess_readiness([], {"Telemetry": "UNAVAILABLE"})
+            answer = assess_readiness([], {"Telemetry": DeploymentView("UNAVAILABLE", running=0)})
         headers = {"Retry-After": "5"} if answer.status_code != 200 else {}
         return JSONResponse(answer.body, status_code=answer.status_code, headers=headers)
 
@@ -393,8 +394,14 @@ class Ingress:
         sample = RequestSample(finished_at=time.time(), latency_ms=elapsed_ms, succeeded=status == 200)
         self._telemetry.record_request.remote(sample)  # fire and forget
 
-    def _deployment_states(self) -> Mapping[str, str]:
+    def _deployment_states(self) -> Mapping[str, DeploymentView]:
         application = serve.status().applications.get(self._app_name)
         if application is None:
-            return {"application": "MISSING"}
-        return {name: str(getattr(d.status, "value", d.status)) for name, d in application.deployments.items()}
+            return {"application": DeploymentView("MISSING", running=0)}
+        return {
+            name: DeploymentView(
+                str(getattr(d.status, "value", d.status)),
+                running=sum(count for state, count in d.replica_states.items() if state == "RUNNING"),
+            )
+            for name, d in application.deployments.items()
+        }

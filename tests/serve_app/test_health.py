@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from serve_app.health import LatencyWindow, assess_health, assess_readiness, fresh_reports, percentile
+from serve_app.health import (
+    DeploymentView,
+    LatencyWindow,
+    assess_health,
+    assess_readiness,
+    fresh_reports,
+    percentile,
+)
 from serve_app.records import ModelReport, ModelState, RequestSample
 
 NOW = 1_000_000.0
@@ -102,19 +109,35 @@ def test_stale_reports_are_forgotten() -> None:
     assert [r.replica for r in fresh_reports([old, report("new")], NOW, 31.0)] == ["new"]
 
 
-def test_ready_when_every_replica_loaded_and_deployments_settled() -> None:
-    answer = assess_readiness([report("r1"), report("r2")], {"Inference": "HEALTHY", "Ingress": "UPSCALING"})
+def running(*names: str, status: str = "HEALTHY", replicas: int = 1) -> dict[str, DeploymentView]:
+    return {name: DeploymentView(status, running=replicas) for name in names}
+
+
+def test_ready_when_every_replica_loaded() -> None:
+    answer = assess_readiness([report("r1"), report("r2")], running("Inference", "Ingress"))
     assert answer.status_code == 200 and answer.body == {"ready": True, "model_replicas": 2}
 
 
-def test_not_ready_while_a_deployment_is_still_starting() -> None:
-    answer = assess_readiness([report()], {"Inference": "UPDATING", "Ingress": "HEALTHY"})
+def test_not_ready_while_a_request_path_deployment_has_no_running_replica() -> None:
+    states = {**running("Inference"), **running("Preprocess", status="UPDATING", replicas=0)}
+    answer = assess_readiness([report()], states)
     assert answer.status_code == 503
-    assert answer.body["error_code"] == "MODEL_NOT_READY" and "Inference" in answer.body["detail"]
+    assert answer.body["error_code"] == "MODEL_NOT_READY" and "Preprocess" in answer.body["detail"]
+
+
+def test_replacing_one_of_several_replicas_keeps_the_service_ready() -> None:
+    # A crashed Preprocess replica makes Serve call the deployment UNHEALTHY while its twin serves.
+    states = {**running("Inference"), **running("Preprocess", status="UNHEALTHY")}
+    assert assess_readiness([report()], states).status_code == 200
+
+
+def test_the_fail_open_rate_limiter_is_not_needed_to_serve() -> None:
+    states = {**running("Inference"), **running("RateLimiter", status="UNHEALTHY", replicas=0)}
+    assert assess_readiness([report()], states).status_code == 200
 
 
 def test_not_ready_while_no_replica_has_loaded() -> None:
-    settled = {"Inference": "HEALTHY"}
+    settled = running("Inference")
     assert assess_readiness([report(state=ModelState.LOADING)], settled).status_code == 503
     failed = report(state=ModelState.FAILED, error=("Model checkpoint not found", "x"))
     answer = assess_readiness([failed, report("r2", ModelState.LOADING)], settled)
@@ -126,9 +149,9 @@ def test_a_replica_added_or_failing_later_keeps_a_serving_service_ready() -> Non
     # went missing reports failed. The ready one still serves: the load balancer keeps the service.
     added = report("r2", ModelState.LOADING)
     failed = report("r3", ModelState.FAILED, error=("Model checkpoint not found", "x"))
-    answer = assess_readiness([report("r1"), added, failed], {"Inference": "UPSCALING"})
+    answer = assess_readiness([report("r1"), added, failed], running("Inference", status="UPSCALING", replicas=2))
     assert answer.status_code == 200 and answer.body == {"ready": True, "model_replicas": 1}
 
 
 def test_not_ready_without_reports() -> None:
-    assert assess_readiness([], {"Inference": "HEALTHY"}).status_code == 503
+    assert assess_readiness([], running("Inference")).status_code == 503
