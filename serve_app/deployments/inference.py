@@ -20,6 +20,7 @@ from pipelines.errors import ModelNotReadyError
 from pipelines.weights import WeightsNotFoundError, WeightsVerificationError
 from serve_app.args import InferenceArgs, ModelArgs
 from serve_app.batching import BatchConfig, gather_model_inputs, split_mattes
+from serve_app.logs import configure_replica_logging
 from serve_app.metrics import BatchMetrics, StageMetrics
 from serve_app.model import SegmenterLike, resolve_factory, segmenter_settings
 from serve_app.records import ModelReport, ModelState, Segmentation
@@ -37,6 +38,7 @@ class Inference:
     async def __init__(  # type: ignore[misc]  # Serve awaits async constructors
         self, model: ModelArgs, device: str, settings: InferenceArgs, telemetry: DeploymentHandle
     ) -> None:
+        configure_replica_logging()
         self._model = model
         self._device = device
         self._settings = settings

@@ -43,7 +43,7 @@ from serve_app.form import (
     parse_content_length,
 )
 from serve_app.health import API_VERSION, SERVICE_NAME, Answer, DeploymentView, assess_health, assess_readiness
-from serve_app.logs import quiet_client_errors
+from serve_app.logs import configure_replica_logging
 from serve_app.metrics import RequestMetrics, StageMetrics
 from serve_app.rate_limit import RateDecision, rate_limit_error, rate_limit_headers
 from serve_app.records import Cutout, ProcessingInfo, RemovalResult, RequestSample
@@ -187,6 +187,7 @@ class Ingress:
         settings: IngressArgs,
         api_keys: ApiKeyRegistry,
     ) -> None:
+        configure_replica_logging()
         self._preprocess = preprocess
         self._inference = inference
         self._postprocess = postprocess
@@ -199,7 +200,6 @@ class Ingress:
         self._app_name = serve.get_replica_context().app_name
         self._requests = RequestMetrics()
         self._latency = StageMetrics("ingress")
-        quiet_client_errors()  # refused uploads are the client's error, not the replica's
 
     # -- HTTP ---------------------------------------------------------------------------------
 

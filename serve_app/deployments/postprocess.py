@@ -9,6 +9,7 @@ from ray import serve
 
 from pipelines.datatypes import PreparedImage, RemovalOptions
 from pipelines.postprocess import Postprocessor
+from serve_app.logs import configure_replica_logging
 from serve_app.metrics import StageMetrics
 from serve_app.records import Cutout, Segmentation
 
@@ -16,6 +17,7 @@ from serve_app.records import Cutout, Segmentation
 @serve.deployment(max_ongoing_requests=8, ray_actor_options={"num_cpus": 0.5})
 class Postprocess:
     def __init__(self) -> None:
+        configure_replica_logging()
         self._postprocessor = Postprocessor()
         self._metrics = StageMetrics("postprocess")
 

@@ -9,7 +9,7 @@ from ray import serve
 from pipelines.datatypes import PreparedImage
 from pipelines.preprocess import Preprocessor
 from pipelines.validate import UploadLimits
-from serve_app.logs import quiet_client_errors
+from serve_app.logs import configure_replica_logging
 from serve_app.metrics import StageMetrics
 
 
@@ -18,9 +18,9 @@ class Preprocess:
     """Args: input_size: ``(h, w)`` of the served model; limits: the upload limits."""
 
     def __init__(self, input_size: tuple[int, int], limits: UploadLimits):
+        configure_replica_logging()
         self._preprocessor = Preprocessor(input_size=input_size, limits=limits)
         self._metrics = StageMetrics("preprocess")
-        quiet_client_errors()  # refused uploads are the client's error, not the replica's
 
     def prepare(self, data: bytes) -> PreparedImage:
         """Decoded original plus the ``[h, w, 3]`` uint8 model input; raises the 400 errors."""

@@ -10,12 +10,14 @@ from ray import serve
 
 from serve_app.api_keys import KeyMatch
 from serve_app.args import RateLimitArgs
+from serve_app.logs import configure_replica_logging
 from serve_app.rate_limit import RateDecision, SlidingWindowLimiter, client_identity
 
 
 @serve.deployment(num_replicas=1, max_ongoing_requests=1000, ray_actor_options={"num_cpus": 0.05})
 class RateLimiter:
     def __init__(self, args: RateLimitArgs):
+        configure_replica_logging()
         self._args = args
         self._limiter = SlidingWindowLimiter(args.tiers)
 

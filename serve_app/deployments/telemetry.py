@@ -14,12 +14,14 @@ from ray import serve
 
 from serve_app.args import TelemetryArgs
 from serve_app.health import LatencySummary, LatencyWindow, fresh_reports
+from serve_app.logs import configure_replica_logging
 from serve_app.records import ModelReport, RequestSample
 
 
 @serve.deployment(num_replicas=1, max_ongoing_requests=1000, ray_actor_options={"num_cpus": 0.05})
 class Telemetry:
     def __init__(self, args: TelemetryArgs, stale_after_s: float):
+        configure_replica_logging()
         self._latency = LatencyWindow(args.window_s, args.max_samples)
         self._reports: dict[str, ModelReport] = {}
         self._stale_after_s = stale_after_s
