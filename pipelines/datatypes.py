@@ -28,9 +28,12 @@ class RemovalOptions:
 
     Attributes:
         smoothing: apply a Gaussian blur to the alpha edges (spec default: on).
+        refine_foreground: give semi-transparent pixels their foreground colour, without the
+            background that bled into them (``pipelines.postprocess.estimate_foreground``).
     """
 
     smoothing: bool = True
+    refine_foreground: bool = True
 
 
 @dataclass(frozen=True)
@@ -105,6 +108,8 @@ class EncodedImage:
         width, height: output size in pixels (equal to the decoded original).
         subject_found: whether any pixel is at least half opaque.
         smoothing_applied: whether the alpha edges were smoothed.
+        foreground_refined: whether semi-transparent pixels got their estimated foreground
+            colour (asked for, and the source was opaque).
     """
 
     data: bytes
@@ -113,3 +118,4 @@ class EncodedImage:
     height: int
     subject_found: bool
     smoothing_applied: bool
+    foreground_refined: bool = False

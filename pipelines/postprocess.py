@@ -13,10 +13,15 @@ Steps, all on uint8 with OpenCV (median CPU ms at 1080p / 12 MP on one core, see
    upsampling without eroding fine structure such as hair.
 3. ``apply_source_alpha``: multiplied by the upload's own alpha, so transparent input stays
    transparent.
-4. ``compose_rgba``: straight RGBA; pixels whose alpha is 0 get RGB 0 as well (a "cut-out"). They
+4. ``estimate_foreground`` (``refine_foreground``, default on; opaque sources only): the colour of
+   each semi-transparent pixel without the background that bled into it, as BiRefNet's own demo
+   does (``refine_foreground``). A hair strand at alpha 0.4 over a green wall is 60 % wall; left
+   as is, the cut-out shows a green fringe on any new background. Opaque and invisible pixels are
+   unchanged.
+5. ``compose_rgba``: straight RGBA; pixels whose alpha is 0 get RGB 0 as well (a "cut-out"). They
    are invisible, and zeroing them makes the PNG ~3× smaller and its encode faster
    (1080p photo: 1.7 MB vs 5.4 MB).
-5. ``encode_png`` (fpng, see ``pipelines.encode``), with the source's RGB colour profile if it had one.
+6. ``encode_png`` (fpng, see ``pipelines.encode``), with the source's RGB colour profile if it had one.
 
 ``subject_found`` is True when any output alpha is ≥ 128, i.e. at least one pixel is at least
 half opaque after smoothing and the source alpha.
@@ -77,6 +82,88 @@ def apply_source_alpha(alpha: np.ndarray, source_alpha: np.ndarray | None) -> np
     return cv2.multiply(alpha, source_alpha, scale=1.0 / 255.0)
 
 
+def estimate_foreground(
+    rgb: np.ndarray, alpha: np.ndarray, large_radius: int = 90, small_radius: int = 6, scale: int = 4
+) -> np.ndarray:
+    """Foreground colours of the semi-transparent pixels, background bleed removed.
+
+    Blur-fusion foreground estimation (Forte & Pitié, "Approximate Fast Foreground Colour
+    Estimation", ICIP 2021), as BiRefNet's ``refine_foreground`` runs it: a pass with a
+    ``large_radius`` box blur, then one with ``small_radius`` seeded by the first. Per pass, with
+    ``F̄`` and ``B̄`` the alpha-weighted local means of foreground and background colour::
+
+        F = F̄ + α · (I − α·F̄ − (1 − α)·B̄)
+
+    Shortcuts keep it cheap, measured against that full-resolution form (one core, process CPU
+    time, a generated scene with 3.4 % / 1.3 % soft pixels): the large pass averages over 90 px, so
+    it runs at 1/``scale`` resolution and is sampled at the soft pixels only; the small pass keeps
+    the large pass's ``B̄``, which is flat over 6 px; the formula is evaluated at the soft pixels
+    only. At 1080p it takes 16 ms instead of 169 ms (12 MP: 76 ms instead of 1.45 s) and differs
+    from the full form by 1.3 levels on average, against the 40 the refinement moves those pixels.
+    The cost grows with the soft pixels: a matte with 10 % of them takes 27 ms at 1080p.
+
+    Args:
+        rgb: ``[H, W, 3]`` uint8 image as composited (foreground over background).
+        alpha: ``[H, W]`` uint8 matte of the foreground.
+
+    Returns:
+        ``[H, W, 3]`` uint8; equal to ``rgb`` wherever alpha is 0 or 255.
+    """
+    height, width = alpha.shape
+    soft = np.flatnonzero(cv2.inRange(alpha, 1, 254).view(bool))
+    if len(soft) == 0:
+        return rgb
+    ys, xs = np.divmod(soft, width)
+    # Large pass at low resolution: the alpha-weighted means of foreground and background.
+    small = (max(1, round(width / scale)), max(1, round(height / scale)))
+    low_rgb = cv2.resize(rgb, small, interpolation=cv2.INTER_AREA).astype(np.float32)
+    low_alpha = cv2.resize(alpha, small, interpolation=cv2.INTER_AREA).astype(np.float32)[..., None] * (1 / 255)
+    kernel = (max(1, round(large_radius * small[0] / width)),) * 2
+    mean_alpha = cv2.blur(low_alpha, kernel)[..., None]
+    mean_fg = cv2.blur(low_rgb * low_alpha, kernel) / (mean_alpha + 1e-5)
+    mean_bg = cv2.blur(low_rgb * (1 - low_alpha), kernel) / ((1 - mean_alpha) + 1e-5)
+    # Low-resolution positions of the soft pixels' centres, for bilinear sampling.
+    map_x = (xs + 0.5) * (small[0] / width) - 0.5
+    map_y = (ys + 0.5) * (small[1] / height) - 0.5
+    fg, bg = _sample(mean_fg, map_x, map_y), _sample(mean_bg, map_x, map_y)
+    # At the soft pixels, in colour levels: F = (1 − α²)·F̄ + α·I − α(1 − α)·B̄.
+    a = np.take(alpha.reshape(-1), soft).astype(np.float32)[:, None] * (1 / 255)
+    keep_fg = 1 - a * a
+    image = np.take(rgb.reshape(-1, 3), soft, axis=0).astype(np.float32)
+    image *= a  # α·I
+    bg *= a - a * a  # α(1 − α)·B̄
+    fg = np.clip(keep_fg * fg + image - bg, 0, 255)
+    # Small pass on the crop around the soft pixels: box means of F·α (255·255 fits uint16), where
+    # F is I but at the soft pixels, over box means of α.
+    top, bottom = max(0, int(ys[0]) - small_radius), min(height, int(ys[-1]) + small_radius + 1)
+    left, right = max(0, int(xs.min()) - small_radius), min(width, int(xs.max()) + small_radius + 1)
+    crop_alpha = alpha[top:bottom, left:right]
+    weighted = cv2.multiply(rgb[top:bottom, left:right], cv2.merge([crop_alpha] * 3), dtype=cv2.CV_16U)
+    in_crop = (ys - top) * (right - left) + (xs - left)
+    weighted.reshape(-1, 3)[in_crop] = np.rint(fg * (a * 255)).astype(np.uint16)
+    box = (small_radius, small_radius)
+    mean_weighted = np.take(cv2.boxFilter(weighted, cv2.CV_32F, box).reshape(-1, 3), in_crop, axis=0)
+    mean_crop_alpha = np.take(cv2.boxFilter(crop_alpha, cv2.CV_32F, box).reshape(-1), in_crop)[:, None]
+    fg = np.clip(keep_fg * (mean_weighted / (mean_crop_alpha + 1e-3)) + image - bg, 0, 255)
+    out = rgb.copy()
+    out.reshape(-1, 3)[soft] = np.rint(fg).astype(np.uint8)
+    return out
+
+
+def _sample(image: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """``[N, 3]`` bilinear samples of ``[h, w, 3]`` float32 ``image`` at the ``N`` points ``x, y``."""
+    count = len(x)
+    width = 1024  # the points as rows of a map image: cv2.remap takes fewer than 32767 rows
+    rows = -(-count // width)
+    maps = np.zeros((2, rows * width), np.float32)
+    maps[0, :count], maps[1, :count] = x, y
+    sampled = cv2.remap(
+        image, maps[0].reshape(rows, width), maps[1].reshape(rows, width), cv2.INTER_LINEAR,
+        borderMode=cv2.BORDER_REPLICATE,
+    )
+    return sampled.reshape(-1, 3)[:count]
+
+
 def compose_rgba(rgb: np.ndarray, alpha: np.ndarray) -> np.ndarray:
     """The cut-out.
 
@@ -132,11 +219,16 @@ class Postprocessor:
         """
         alpha = self.output_alpha(prepared, matte, options)
         image = prepared.image
+        # A transparent source's soft pixels already hold straight foreground colours, and what
+        # lies under its transparent ones is arbitrary: nothing to estimate a background from.
+        refine = options.refine_foreground and image.alpha is None
+        rgb = estimate_foreground(image.rgb, alpha) if refine else image.rgb
         return EncodedImage(
-            data=encode_png(compose_rgba(image.rgb, alpha), image.icc_profile),
+            data=encode_png(compose_rgba(rgb, alpha), image.icc_profile),
             media_type=PNG_MEDIA_TYPE,
             width=image.width,
             height=image.height,
             subject_found=subject_present(alpha),
             smoothing_applied=options.smoothing,
+            foreground_refined=refine,
         )

@@ -72,6 +72,27 @@ def boundary_f(pred: np.ndarray, target: np.ndarray, threshold: float = 0.5, tol
     return 0.0 if precision + recall == 0 else float(2 * precision * recall / (precision + recall))
 
 
+def recomposite_error(rgb: np.ndarray, alpha: np.ndarray, foreground: np.ndarray) -> float:
+    """How far a cut-out put on a new background is from the true object on it, where the cut-out is
+    semi-transparent: the fringe a colour bleed shows as. With the true alpha on both sides the
+    background cancels, so the error is ``α · |colour − true colour|`` on any background.
+
+    Args:
+        rgb: ``[H, W, 3]`` uint8 colours of the cut-out.
+        alpha: ``[H, W]`` float true alpha in ``[0, 1]`` (only the colours are judged).
+        foreground: ``[H, W, 3]`` float true object colour in ``[0, 255]``.
+
+    Returns:
+        Mean over the pixels with ``0 < alpha < 1`` and the three channels, in colour levels
+        (0–255); 0 when there are none.
+    """
+    soft = (alpha > 0) & (alpha < 1)
+    if not soft.any():
+        return 0.0
+    difference = alpha[soft][:, None] * np.abs(rgb[soft].astype(np.float64) - foreground[soft])
+    return float(difference.mean())
+
+
 @dataclass(frozen=True)
 class QualityScores:
     """The four measures of one image (or their means over a set)."""

@@ -31,11 +31,14 @@ class Scene:
         rgb: ``[H, W, 3]`` uint8 composite.
         alpha: ``[H, W]`` float32 ground-truth foreground alpha in ``[0, 1]`` (all zero when empty).
         seed: the seed that produced it.
+        foreground: ``[H, W, 3]`` float32 ground-truth colour of the object in ``[0, 255]`` (before
+            compositing; what a cut-out's semi-transparent pixels should show), None when empty.
     """
 
     rgb: np.ndarray
     alpha: np.ndarray
     seed: int
+    foreground: np.ndarray | None = None
 
     @property
     def has_subject(self) -> bool:
@@ -162,7 +165,8 @@ def generate_scene(seed: int, size: tuple[int, int] = (256, 256), empty_probabil
     shade = cv2.GaussianBlur(mask, (0, 0), sigmaX=min(h, w) / 20)[..., None]
     foreground = foreground * (0.75 + 0.25 * shade)
     composite = alpha[..., None] * foreground + (1.0 - alpha[..., None]) * background
-    return Scene(composite.clip(0, 255).astype(np.uint8), alpha.astype(np.float32), seed)
+    rgb = composite.clip(0, 255).astype(np.uint8)
+    return Scene(rgb, alpha.astype(np.float32), seed, foreground.clip(0, 255).astype(np.float32))
 
 
 def random_size(

@@ -4,7 +4,8 @@ Both pipelines run in this one process on the same generated photo-like JPEGs (1
 4000×3000, quality 90), with a synthetic matte standing in for the model. Times are median
 process CPU milliseconds (``time.process_time``) per stage, single-threaded (OpenCV and torch
 limited to one thread so CPU time is not inflated by idle spinning). Normalisation runs on the
-inference device in our pipeline, so its row is n/a for us.
+inference device in our pipeline, so its row is n/a for us; the naive pipeline has no foreground
+refinement (``refine``), so ours does more work there.
 
 Usage: python scripts/bench_prepost.py [--runs N] [--input-size 1024]
 The last line is ``prepost_1080p_ms=<ours> naive_1080p_ms=<naive> ratio=<naive/ours>``.
@@ -35,6 +36,7 @@ from pipelines.postprocess import (  # noqa: E402
     alpha_to_original_size,
     apply_source_alpha,
     compose_rgba,
+    estimate_foreground,
     smooth_alpha,
 )
 from pipelines.preprocess import model_view, resize_for_model  # noqa: E402
@@ -42,7 +44,7 @@ from tests.imagegen import jpeg_bytes, photo_like_rgb, subject_alpha  # noqa: E4
 
 MEAN = np.array([0.485, 0.456, 0.406], np.float32)
 STD = np.array([0.229, 0.224, 0.225], np.float32)
-STAGES = ("decode", "resize", "normalize", "alpha_resize", "smoothing", "compose", "encode")
+STAGES = ("decode", "resize", "normalize", "alpha_resize", "smoothing", "refine", "compose", "encode")
 
 Timings = dict[str, float]
 
@@ -62,7 +64,8 @@ def run_ours(data: bytes, matte: Matte, input_size: tuple[int, int]) -> tuple[Ti
     size = (prepared.image.height, prepared.image.width)
     alpha = _timed(timings, "alpha_resize", lambda: alpha_to_original_size(matte.alpha, size))
     alpha = _timed(timings, "smoothing", lambda: apply_source_alpha(smooth_alpha(alpha), image.alpha))
-    rgba = _timed(timings, "compose", lambda: compose_rgba(image.rgb, alpha))
+    rgb = _timed(timings, "refine", lambda: estimate_foreground(image.rgb, alpha))
+    rgba = _timed(timings, "compose", lambda: compose_rgba(rgb, alpha))
     png = _timed(timings, "encode", lambda: encode_png(rgba))
     return timings, len(png)
 

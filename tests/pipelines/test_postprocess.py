@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 
+import cv2
 import numpy as np
 import pytest
 from PIL import Image
@@ -15,9 +16,12 @@ from pipelines.postprocess import (
     alpha_to_original_size,
     apply_source_alpha,
     compose_rgba,
+    estimate_foreground,
     smooth_alpha,
     subject_present,
 )
+from pipelines.quality import recomposite_error
+from pipelines.synthetic import EVALUATION_SEED, Scene, generate_scene
 from tests import imagegen
 
 
@@ -97,13 +101,17 @@ def test_subject_present_threshold_is_128() -> None:
 def test_compose_returns_lossless_png_at_original_size() -> None:
     prepared = _prepared(200, 150)
     matte = Matte(alpha=imagegen.subject_alpha(64, 64), model_name="test")
-    encoded = Postprocessor().compose(prepared, matte, RemovalOptions(smoothing=False))
+    encoded = Postprocessor().compose(prepared, matte, RemovalOptions(smoothing=False, refine_foreground=False))
     decoded = _decode_png(encoded.data)
     alpha = alpha_to_original_size(matte.alpha, (150, 200))
     assert (encoded.width, encoded.height) == (200, 150) and decoded.shape == (150, 200, 4)
     assert np.array_equal(decoded, compose_rgba(prepared.image.rgb, alpha))
     assert encoded.media_type == "image/png"
-    assert encoded.subject_found and not encoded.smoothing_applied
+    assert encoded.subject_found and not encoded.smoothing_applied and not encoded.foreground_refined
+    refined = Postprocessor().compose(prepared, matte, RemovalOptions(smoothing=False))
+    assert refined.foreground_refined
+    expected = compose_rgba(estimate_foreground(prepared.image.rgb, alpha), alpha)
+    assert np.array_equal(_decode_png(refined.data), expected)
 
 
 def test_compose_applies_smoothing_when_asked() -> None:
@@ -161,3 +169,74 @@ def test_compose_carries_the_source_colour_profile_into_the_png() -> None:
     assert Image.open(io.BytesIO(encoded.data)).info["icc_profile"] == profile
     plain = Postprocessor().compose(prepared, matte, RemovalOptions())
     assert np.array_equal(_decode_png(encoded.data), _decode_png(plain.data))
+
+
+def blur_fusion_at_full_resolution(rgb: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    """The oracle: BiRefNet's refine_foreground as published (two blur-fusion passes, r = 90 then 6,
+    every array at full resolution), for judging the shortcuts of estimate_foreground."""
+    image = rgb.astype(np.float32) / 255
+    a = (alpha.astype(np.float32) / 255)[..., None]
+
+    def fuse(fg: np.ndarray, bg: np.ndarray, radius: int) -> tuple[np.ndarray, np.ndarray]:
+        mean_alpha = cv2.blur(a, (radius, radius))[..., None]
+        mean_fg = cv2.blur(fg * a, (radius, radius)) / (mean_alpha + 1e-5)
+        mean_bg = cv2.blur(bg * (1 - a), (radius, radius)) / (1 - mean_alpha + 1e-5)
+        return np.clip(mean_fg + a * (image - a * mean_fg - (1 - a) * mean_bg), 0, 1), mean_bg
+
+    fg, bg = fuse(image, image, 90)
+    return np.rint(fuse(fg, bg, 6)[0] * 255).astype(np.uint8)
+
+
+@pytest.fixture(scope="module")
+def soft_scenes() -> list[Scene]:
+    """Held-out generated scenes whose objects have soft or hairy edges, with their true colours."""
+    scenes = (generate_scene(EVALUATION_SEED + i, (240, 320), empty_probability=0.0) for i in range(60))
+    return [s for s in scenes if ((s.alpha > 0.02) & (s.alpha < 0.98)).sum() > 500][:6]
+
+
+def _alpha8(scene: Scene) -> np.ndarray:
+    return np.rint(scene.alpha * 255).astype(np.uint8)
+
+
+def test_estimate_foreground_changes_only_semi_transparent_pixels(soft_scenes: list[Scene]) -> None:
+    scene = soft_scenes[0]
+    alpha = _alpha8(scene)
+    refined = estimate_foreground(scene.rgb, alpha)
+    flat = (alpha == 0) | (alpha == 255)
+    assert np.array_equal(refined[flat], scene.rgb[flat])
+    assert not np.array_equal(refined[~flat], scene.rgb[~flat])
+    hard = np.where(alpha >= 128, 255, 0).astype(np.uint8)
+    assert estimate_foreground(scene.rgb, hard) is scene.rgb  # nothing to estimate
+
+
+def test_estimate_foreground_stays_close_to_the_published_full_resolution_form(soft_scenes: list[Scene]) -> None:
+    for scene in soft_scenes:
+        alpha = _alpha8(scene)
+        soft = (alpha > 0) & (alpha < 255)
+        oracle = blur_fusion_at_full_resolution(scene.rgb, alpha).astype(np.int16)
+        ours = estimate_foreground(scene.rgb, alpha).astype(np.int16)
+        moved = np.abs(oracle - scene.rgb)[soft].mean()
+        assert np.abs(ours - oracle)[soft].mean() < max(2.5, moved / 10), scene.seed
+
+
+def test_estimate_foreground_removes_most_of_the_background_bleed(soft_scenes: list[Scene]) -> None:
+    # Judged with the true alpha, so only the colours differ: the bleed is what the composite put in.
+    before = [recomposite_error(s.rgb, s.alpha, s.foreground) for s in soft_scenes if s.foreground is not None]
+    after = [
+        recomposite_error(estimate_foreground(s.rgb, _alpha8(s)), s.alpha, s.foreground)
+        for s in soft_scenes
+        if s.foreground is not None
+    ]
+    assert len(after) == len(soft_scenes) >= 3
+    assert np.mean(after) < 0.5 * np.mean(before), (before, after)
+
+
+def test_a_transparent_source_keeps_its_own_colours() -> None:
+    alpha = imagegen.subject_alpha(96, 64)
+    prepared = _prepared(96, 64, alpha=np.full((64, 96), 200, np.uint8))
+    matte = Matte(alpha=imagegen.subject_alpha(64, 64), model_name="test")
+    encoded = Postprocessor().compose(prepared, matte, RemovalOptions(smoothing=False))
+    assert not encoded.foreground_refined
+    decoded = _decode_png(encoded.data)
+    visible = decoded[..., 3] > 0
+    assert alpha.shape == visible.shape and np.array_equal(decoded[..., :3][visible], prepared.image.rgb[visible])
