@@ -80,17 +80,18 @@ def parse_form_bool(name: str, value: bytes) -> bool:
     return parsed
 
 
-def check_handle_arguments(image: object, smoothing: object, filename: object) -> None:
+def check_handle_arguments(image: object, filename: object, **flags: object) -> None:
     """The handle API's arguments, typed as the HTTP form's fields are parsed (400 otherwise).
 
     Python callers bypass the form: a ``smoothing="false"`` string would be truthy, and a ``str``
-    image is not an upload.
+    image is not an upload. ``flags`` are the boolean options by name.
     """
     if not isinstance(image, (bytes, bytearray, memoryview)):
         raise InvalidRequestError(f"image must be the encoded file as bytes, not {type(image).__name__}",
                                   field="image")
-    if not isinstance(smoothing, bool):
-        raise InvalidRequestError(f"smoothing must be True or False, not {smoothing!r}", field="smoothing")
+    for name, value in flags.items():
+        if not isinstance(value, bool):
+            raise InvalidRequestError(f"{name} must be True or False, not {value!r}", field=name)
     if filename is not None and not isinstance(filename, str):
         raise InvalidRequestError(f"filename must be a string, not {type(filename).__name__}", field="filename")
 
@@ -160,17 +161,18 @@ class RemovalFormReader:
             files = [name for name, parts in self._parts.items() if any(f is not None for _, f, _ in parts)]
             sent = f" (a file came as '{files[0]}'; send it as 'image')" if files else ""
             raise InvalidRequestError(f"Missing form field 'image'{sent}", field="image")
-        for name in ("image", "smoothing", "return_base64"):
+        for name in ("image", "smoothing", "refine_foreground", "return_base64"):
             if len(self._parts.get(name, [])) > 1:
                 raise InvalidRequestError(f"Form field '{name}' must appear once", field=name)
         data, filename, content_type = images[0]
         if not data:
             raise InvalidRequestError("Form field 'image' is empty", field="image")
         smoothing = self._flag("smoothing", default=True)
+        refine_foreground = self._flag("refine_foreground", default=True)
         return_base64 = self._flag("return_base64", default=False)
         return RemovalForm(
             image=UploadedImage(data=data, filename=filename, content_type=content_type),
-            options=RemovalOptions(smoothing=smoothing),
+            options=RemovalOptions(smoothing=smoothing, refine_foreground=refine_foreground),
             return_base64=return_base64,
         )
 

@@ -49,7 +49,8 @@ class Cutout:
 
 @dataclass(frozen=True)
 class ProcessingInfo:
-    """``processing_info`` of the base64 response (spec §4.2), plus ``subject_found``."""
+    """``processing_info`` of the base64 response (spec §4.2), plus ``subject_found`` and
+    ``foreground_refined``."""
 
     original_size: str
     output_size: str
@@ -59,6 +60,7 @@ class ProcessingInfo:
     model_version: str
     tensorrt_enabled: bool
     subject_found: bool
+    foreground_refined: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

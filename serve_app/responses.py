@@ -96,6 +96,7 @@ def processing_info(cutout: Cutout, processing_ms: float) -> ProcessingInfo:
         model_version=cutout.model_name,
         tensorrt_enabled=cutout.tensorrt_enabled,
         subject_found=cutout.image.subject_found,
+        foreground_refined=cutout.image.foreground_refined,
     )
 
 

@@ -98,6 +98,11 @@ _REMOVE_FORM = {
                             "default": True,
                             "description": "Gaussian blur on the alpha edges",
                         },
+                        "refine_foreground": {
+                            "type": "boolean",
+                            "default": True,
+                            "description": "remove the background's colour from semi-transparent edge pixels",
+                        },
                         "return_base64": {
                             "type": "boolean",
                             "default": False,
@@ -278,7 +283,7 @@ class Ingress:
     # -- Python handle API --------------------------------------------------------------------
 
     async def remove_background(
-        self, image: bytes, smoothing: bool = True, filename: str | None = None
+        self, image: bytes, smoothing: bool = True, filename: str | None = None, refine_foreground: bool = True
     ) -> RemovalResult:
         """Remove the background of ``image`` for a caller holding a DeploymentHandle.
 
@@ -286,6 +291,8 @@ class Ingress:
             image: the encoded upload (JPEG, PNG, WebP or BMP, within the upload limits).
             smoothing: blur the alpha edges (the HTTP API's default).
             filename: the source file name, used only to suggest ``RemovalResult.filename``.
+            refine_foreground: remove the background's colour from semi-transparent edge pixels
+                (the HTTP API's default).
 
         Returns:
             The PNG and its processing info. Rate limits do not apply to handle callers.
@@ -297,8 +304,9 @@ class Ingress:
         started = time.perf_counter()
         status, error_code = 200, None
         try:
-            check_handle_arguments(image, smoothing, filename)
-            cutout = await self._process(bytes(image), None, RemovalOptions(smoothing=smoothing), started)
+            check_handle_arguments(image, filename, smoothing=smoothing, refine_foreground=refine_foreground)
+            options = RemovalOptions(smoothing=smoothing, refine_foreground=refine_foreground)
+            cutout = await self._process(bytes(image), None, options, started)
         except asyncio.CancelledError:
             status = CLIENT_CLOSED_REQUEST
             raise

@@ -49,8 +49,10 @@ def test_form_reads_image_and_defaults() -> None:
 def test_form_reads_flags() -> None:
     body = multipart(("image", b"x", "a.png"), ("smoothing", b"false", None), ("return_base64", b"TRUE", None))
     form = read(body)
-    assert form.options.smoothing is False
+    assert form.options.smoothing is False and form.options.refine_foreground is True
     assert form.return_base64 is True
+    unrefined = read(multipart(("image", b"x", "a.png"), ("refine_foreground", b"0", None)))
+    assert unrefined.options.refine_foreground is False
 
 
 def test_form_reads_empty_flags_as_not_sent() -> None:
@@ -146,20 +148,22 @@ def test_form_bool_spellings(text: bytes, value: bool) -> None:
     assert parse_form_bool("smoothing", text) is value
 
 
-@pytest.mark.parametrize(("image", "smoothing", "filename", "field"), [
-    ("photo.jpg", True, None, "image"),
-    (None, True, None, "image"),
-    (b"\xff\xd8\xff", "false", None, "smoothing"),  # a truthy string would smooth
-    (b"\xff\xd8\xff", 1, None, "smoothing"),
-    (b"\xff\xd8\xff", False, 42, "filename"),
+@pytest.mark.parametrize(("image", "smoothing", "refine", "filename", "field"), [
+    ("photo.jpg", True, True, None, "image"),
+    (None, True, True, None, "image"),
+    (b"\xff\xd8\xff", "false", True, None, "smoothing"),  # a truthy string would smooth
+    (b"\xff\xd8\xff", 1, True, None, "smoothing"),
+    (b"\xff\xd8\xff", False, "no", None, "refine_foreground"),
+    (b"\xff\xd8\xff", False, True, 42, "filename"),
 ])
-def test_handle_arguments_of_the_wrong_type_are_invalid_requests(image: object, smoothing: object,
-                                                                  filename: object, field: str) -> None:
+def test_handle_arguments_of_the_wrong_type_are_invalid_requests(
+    image: object, smoothing: object, refine: object, filename: object, field: str
+) -> None:
     with pytest.raises(InvalidRequestError) as caught:
-        check_handle_arguments(image, smoothing, filename)
+        check_handle_arguments(image, filename, smoothing=smoothing, refine_foreground=refine)
     assert caught.value.fields["field"] == field
 
 
 def test_handle_arguments_accept_any_bytes_like_image() -> None:
     for image in (b"x", bytearray(b"x"), memoryview(b"x")):
-        check_handle_arguments(image, False, "cat.png")
+        check_handle_arguments(image, "cat.png", smoothing=False, refine_foreground=True)

@@ -118,15 +118,29 @@ def test_remove_keeps_the_upload_colour_profile(service: Service, small_photo: n
 
 def test_smoothing_changes_the_alpha_edges(service: Service, small_photo: np.ndarray) -> None:
     upload = imagegen.png_bytes(small_photo)
-    smooth = decode_png(service.remove(upload, content_type="image/png", smoothing="true").content)
-    sharp = decode_png(service.remove(upload, content_type="image/png", smoothing="false").content)
-    # Colour is the source's wherever a pixel is visible in both; smoothing only moves the alpha
-    # (invisible pixels have their colour zeroed, so compare the visible ones).
+    unrefined = {"content_type": "image/png", "refine_foreground": "false"}
+    smooth = decode_png(service.remove(upload, smoothing="true", **unrefined).content)
+    sharp = decode_png(service.remove(upload, smoothing="false", **unrefined).content)
+    # Without refinement, colour is the source's wherever a pixel is visible in both; smoothing
+    # only moves the alpha (invisible pixels have their colour zeroed, so compare the visible ones).
     visible = (smooth[..., 3] > 0) & (sharp[..., 3] > 0)
     assert visible.any()
     assert np.array_equal(smooth[..., :3][visible], sharp[..., :3][visible])
     assert np.array_equal(sharp[..., :3][visible], small_photo[visible])
     assert not np.array_equal(smooth[..., 3], sharp[..., 3])
+
+
+def test_refinement_is_the_default_and_recolours_only_the_soft_edge(service: Service, small_photo: np.ndarray) -> None:
+    upload = imagegen.png_bytes(small_photo)
+    refined = service.remove(upload, content_type="image/png", return_base64="true")
+    assert refined.json()["processing_info"]["foreground_refined"] is True
+    prefix = len("data:image/png;base64,")
+    default = decode_png(base64.b64decode(refined.json()["processed_image"][prefix:]))
+    plain = decode_png(service.remove(upload, content_type="image/png", refine_foreground="false").content)
+    assert np.array_equal(default[..., 3], plain[..., 3])  # the matte is the same
+    opaque, soft = plain[..., 3] == 255, (plain[..., 3] > 0) & (plain[..., 3] < 255)
+    assert np.array_equal(default[..., :3][opaque], plain[..., :3][opaque])
+    assert soft.any() and not np.array_equal(default[..., :3][soft], plain[..., :3][soft])
 
 
 @pytest.mark.parametrize("encode", [imagegen.webp_bytes, imagegen.bmp_bytes], ids=["webp", "bmp"])
@@ -425,7 +439,9 @@ def test_openapi_docs_describe_the_form(service: Service) -> None:
     schema = requests.get(f"{service.base}/openapi.json", timeout=10).json()
     remove = schema["paths"][f"{PREFIX}/remove"]["post"]
     form = remove["requestBody"]["content"]["multipart/form-data"]["schema"]
-    assert form["required"] == ["image"] and set(form["properties"]) == {"image", "smoothing", "return_base64"}
+    assert form["required"] == ["image"] and set(form["properties"]) == {
+        "image", "smoothing", "refine_foreground", "return_base64"
+    }
     assert {"200", "400", "413", "429", "500", "503", "504"} <= set(remove["responses"])
     assert f"{PREFIX}/health" in schema["paths"] and f"{PREFIX}/ready" in schema["paths"]
 
@@ -445,6 +461,7 @@ def test_python_handle_returns_a_typed_result(service: Service, small_photo: np.
     assert re.fullmatch(r"cat_nobg_\d{8}_\d{6}\.png", result.filename)
     assert result.processing_info.model_version == "BiRefNet-demo"
     assert result.processing_info.edge_smoothing_applied is True
+    assert result.processing_info.foreground_refined is True
     with pytest.raises(InvalidFormatError) as caught:
         handle.remove_background.remote(b"not an image at all").result(timeout_s=60)
     original = caught.value.cause  # type: ignore[attr-defined]  # Ray's wrapper keeps the replica's error
