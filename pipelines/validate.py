@@ -233,6 +233,9 @@ def count_jpeg_scans(data: bytes, stop_after: int) -> int:
         if marker == 0xFF:  # fill byte
             position += 1
             continue
+        if marker == 0x00:  # not a marker: libjpeg skips it as stray data, so must we (no length)
+            position += 2
+            continue
         if marker == _EOI:
             break
         if 0xD0 <= marker <= 0xD7 or marker == 0x01:  # restart markers and TEM carry no length

@@ -167,6 +167,15 @@ def test_count_jpeg_scans_stops_after_the_limit() -> None:
     assert count_jpeg_scans(flood, stop_after=500) == 501
 
 
+def test_count_jpeg_scans_is_not_fooled_by_a_stray_ff00_before_the_scans() -> None:
+    # libjpeg skips FF 00 between segments as stray bytes; read as a marker with a length, it would
+    # hide the next 64 KB (and the scan flood in it) from the count.
+    flood = imagegen.jpeg_with_repeated_scan(imagegen.jpeg_bytes(imagegen.photo_like_rgb(96, 64)), 2000)
+    sos = flood.index(b"\xff\xda")
+    hidden = flood[:sos] + b"\xff\x00" + min(len(flood) - sos, 0xFFFF).to_bytes(2, "big") + flood[sos:]
+    assert count_jpeg_scans(hidden, stop_after=500) == 501
+
+
 def test_check_jpeg_scans_refuses_a_scan_flood_as_bomb() -> None:
     jpeg = imagegen.jpeg_bytes(imagegen.photo_like_rgb(96, 64), progressive=True)
     check_jpeg_scans(imagegen.jpeg_with_repeated_scan(jpeg, 400))  # 400 + ~10: under the default 500
