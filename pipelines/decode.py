@@ -56,6 +56,9 @@ _PLUGINS: dict[ImageFormat, type[Image.Image]] = {
 
 _SRGB_PROFILE = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
 
+# The largest colour profile carried into the output PNG: Pillow's limit on an inflated chunk.
+MAX_ICC_PROFILE_BYTES = PngImagePlugin.MAX_TEXT_CHUNK
+
 
 def decode_image(data: bytes, limits: UploadLimits = DEFAULT_LIMITS) -> DecodedImage:
     """Validates and decodes an upload.
@@ -90,7 +93,7 @@ def decode_image(data: bytes, limits: UploadLimits = DEFAULT_LIMITS) -> DecodedI
         elif image.mode == "CMYK":
             rgb = _cmyk_to_rgb(image)
             alpha, icc_profile = None, None  # converted to sRGB through its profile
-        elif image_format is ImageFormat.PNG and image.mode == "RGB" and "transparency" in image.info:
+        elif image_format is ImageFormat.PNG and image.mode == "RGB" and "transparency" in image.info and not animated:
             rgb, alpha = _colour_key_png(data, image)
         else:
             rgb, alpha = _pillow_to_arrays(image)
@@ -115,9 +118,11 @@ def rgb_icc_profile(profile: object) -> bytes | None:
 
     Only the 128-byte header is read: its declared size must match and its data colour space must
     be ``RGB `` (a grey or CMYK profile cannot describe the RGBA output). The profile is passed on
-    as bytes, never parsed further or applied.
+    as bytes, never parsed further or applied. One over :data:`MAX_ICC_PROFILE_BYTES` is dropped:
+    Pillow refuses to read a PNG whose ``iCCP`` chunk inflates past that (and libpng past 8 MB), so
+    the cut-out would not open. Display and camera profiles are a few KB.
     """
-    if not isinstance(profile, bytes) or len(profile) < 128:
+    if not isinstance(profile, bytes) or not 128 <= len(profile) <= MAX_ICC_PROFILE_BYTES:
         return None
     if int.from_bytes(profile[:4], "big") != len(profile) or profile[16:20] != b"RGB ":
         return None
@@ -212,9 +217,10 @@ def _cmyk_to_rgb(image: Image.Image) -> np.ndarray:
 
 
 def _colour_key_png(data: bytes, image: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
-    """An RGB PNG whose tRNS chunk names one transparent colour. Pillow keeps only the high byte
-    of 16-bit samples but the key at full depth, so it would never match; OpenCV turns the key
-    into an alpha channel itself, at the file's own depth."""
+    """A still RGB PNG whose tRNS chunk names one transparent colour. Pillow keeps only the high
+    byte of 16-bit samples but the key at full depth, so it would never match; OpenCV turns the key
+    into an alpha channel itself, at the file's own depth. (Not for APNGs: OpenCV may decode another
+    frame than Pillow's first; Pillow's own conversion handles their 8-bit keys.)"""
     image.load()
     rgb = np.array(image)
     with_key = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
@@ -229,7 +235,7 @@ def _pillow_to_arrays(image: Image.Image) -> tuple[np.ndarray, np.ndarray | None
     """RGB and optional alpha arrays from a (first-frame) Pillow image of any PNG/WebP/BMP mode."""
     image.load()
     mode = image.mode
-    if mode == "RGB":
+    if mode == "RGB" and "transparency" not in image.info:
         return np.array(image), None
     if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
         samples = np.asarray(image)

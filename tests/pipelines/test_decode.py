@@ -107,6 +107,14 @@ def test_decode_keeps_an_rgb_colour_profile(photo: np.ndarray, format_name: str)
     assert decode_image(imagegen.encode_with_pillow(Image.fromarray(photo), format_name)).icc_profile is None
 
 
+def test_decode_drops_a_profile_too_large_for_the_output_png(photo: np.ndarray) -> None:
+    # Pillow will not open a PNG whose iCCP chunk inflates past 1 MiB: the cut-out would be unreadable.
+    small = imagegen.rgb_icc_profile()
+    padded = (len(small) + 2_000_000).to_bytes(4, "big") + small[4:] + bytes(2_000_000)
+    data = imagegen.encode_with_pillow(Image.fromarray(photo), "JPEG", icc_profile=padded)
+    assert decode_image(data).icc_profile is None
+
+
 def test_decode_drops_a_profile_that_cannot_describe_rgb(photo: np.ndarray) -> None:
     grey_profile = imagegen.rgb_icc_profile(b"GRAY")
     grey = imagegen.encode_with_pillow(Image.fromarray(photo[..., 0]), "JPEG", icc_profile=grey_profile)
@@ -177,6 +185,22 @@ def test_decode_16bit_rgb_png_compares_its_transparent_colour_at_16_bits(photo: 
     assert decoded.alpha is not None
     assert decoded.alpha[:, :10].max() == 0 and decoded.alpha[:, 10:].min() == 255
     assert np.array_equal(decoded.rgb, (rgb16 >> 8).astype(np.uint8))
+
+
+def test_decode_animated_rgb_png_keys_its_first_frame() -> None:
+    key = (7, 8, 9)
+    first = np.full((80, 100, 3), 100, np.uint8)
+    first[:20, :20] = key
+    later = np.full((80, 100, 3), 100, np.uint8)
+    later[-20:, -20:] = key
+    data = imagegen.encode_with_pillow(
+        Image.fromarray(first), "PNG", save_all=True, append_images=[Image.fromarray(later)] * 2,
+        transparency=key, default_image=True,
+    )
+    decoded = decode_image(data)
+    assert decoded.animated and np.array_equal(decoded.rgb, first)
+    assert decoded.alpha is not None
+    assert decoded.alpha[:20, :20].max() == 0 and decoded.alpha[-20:, -20:].min() == 255
 
 
 def test_decode_palette_png_with_transparency_keeps_alpha() -> None:
