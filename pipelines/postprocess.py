@@ -127,7 +127,7 @@ def estimate_foreground(
     small = (max(1, round(width / scale)), max(1, round(height / scale)))
     low_rgb = cv2.resize(rgb, small, interpolation=cv2.INTER_AREA).astype(np.float32)
     low_alpha = cv2.resize(alpha, small, interpolation=cv2.INTER_AREA).astype(np.float32)[..., None] * (1 / 255)
-    kernel = (max(1, round(large_radius * small[0] / width)),) * 2
+    kernel = (max(1, round(large_radius * small[0] / width)), max(1, round(large_radius * small[1] / height)))
     mean_alpha = cv2.blur(low_alpha, kernel)[..., None]
     mean_fg = cv2.blur(low_rgb * low_alpha, kernel) / (mean_alpha + 1e-5)
     mean_bg = cv2.blur(low_rgb * (1 - low_alpha), kernel) / ((1 - mean_alpha) + 1e-5)

@@ -260,3 +260,14 @@ def test_faint_matte_residue_is_left_alone() -> None:
     rgb = imagegen.photo_like_rgb(200, 150, seed=6)
     residue = np.full((150, 200), 2, np.uint8)  # sigmoid residue over a background: invisible
     assert estimate_foreground(rgb, residue) is rgb
+
+
+def test_a_thin_strip_blurs_each_axis_by_its_own_scale() -> None:
+    # 1 px wide: the low-resolution image is 1 px wide too, so the width's scale says nothing of
+    # the height's; a vertical box sized from it would average 4x too far.
+    rgb = imagegen.photo_like_rgb(1, 1000, seed=7)
+    alpha = np.zeros((1000, 1), np.uint8)
+    alpha[:500], alpha[497:503] = 255, 100
+    soft = alpha[:, 0] == 100
+    oracle = blur_fusion_at_full_resolution(rgb, alpha).astype(np.int16)
+    assert np.abs(estimate_foreground(rgb, alpha).astype(np.int16) - oracle)[soft].mean() < 3
