@@ -17,7 +17,6 @@ from serve_app.records import ModelReport, ModelState, RequestSample
 
 SERVICE_NAME = "BiRefNet Background Removal"
 API_VERSION = "1.0.0"
-# Serve deployment states in which every replica the deployment was deployed with is running.
 # Off the request path and failing open (see Ingress._admit): its absence does not stop serving.
 _OPTIONAL_DEPLOYMENTS = frozenset({"RateLimiter"})
 
@@ -140,16 +139,7 @@ def _least_free_gpu_memory(reports: Sequence[ModelReport]) -> float | None:
     return round(min(free), 1) if free else None
 
 
-@dataclass(frozen=True)
-class DeploymentView:
-    """What ``/ready`` needs of one deployment in ``serve.status()``: its status and how many of
-    its replicas are running (constructed, so routable)."""
-
-    status: str
-    running: int
-
-
-def assess_readiness(reports: Sequence[ModelReport], deployments: Mapping[str, DeploymentView]) -> Answer:
+def assess_readiness(reports: Sequence[ModelReport], running_replicas: Mapping[str, int]) -> Answer:
     """``/ready``: 200 while the app can serve: every deployment on the request path has a running
     replica and at least one Inference replica has loaded weights and warmed up; 503 otherwise.
 
@@ -160,10 +150,11 @@ def assess_readiness(reports: Sequence[ModelReport], deployments: Mapping[str, D
 
     Args:
         reports: fresh reports, one per live Inference replica.
-        deployments: :class:`DeploymentView` per deployment name, from ``serve.status()``.
+        running_replicas: running (constructed, so routable) replicas per deployment name, from
+            ``serve.status()``.
     """
     down = sorted(
-        name for name, view in deployments.items() if view.running < 1 and name not in _OPTIONAL_DEPLOYMENTS
+        name for name, running in running_replicas.items() if running < 1 and name not in _OPTIONAL_DEPLOYMENTS
     )
     if down:
         return _not_ready(f"No running replica yet: {', '.join(down)}")

@@ -42,7 +42,7 @@ from serve_app.form import (
     check_handle_arguments,
     parse_content_length,
 )
-from serve_app.health import API_VERSION, SERVICE_NAME, Answer, DeploymentView, assess_health, assess_readiness
+from serve_app.health import API_VERSION, SERVICE_NAME, Answer, assess_health, assess_readiness
 from serve_app.logs import configure_replica_logging
 from serve_app.metrics import RequestMetrics, StageMetrics
 from serve_app.rate_limit import RateDecision, rate_limit_error, rate_limit_headers
@@ -271,12 +271,12 @@ class Ingress:
         """200 while the app can serve (a running replica per stage, an Inference replica loaded);
         503 otherwise."""
         try:
-            states = await asyncio.wait_for(asyncio.to_thread(self._deployment_states), _PROBE_TIMEOUT_S)
+            running = await asyncio.wait_for(asyncio.to_thread(self._running_replicas), _PROBE_TIMEOUT_S)
             reports, _ = await asyncio.wait_for(self._telemetry.snapshot.remote(), _PROBE_TIMEOUT_S)
-            answer = assess_readiness(reports, states)
+            answer = assess_readiness(reports, running)
         except Exception:
             logger.warning("Could not assess readiness", exc_info=True)
-            answer = assess_readiness([], {"Telemetry": DeploymentView("UNAVAILABLE", running=0)})
+            answer = assess_readiness([], {"Telemetry": 0})
         headers = {"Retry-After": "5"} if answer.status_code != 200 else {}
         return JSONResponse(answer.body, status_code=answer.status_code, headers=headers)
 
@@ -402,14 +402,11 @@ class Ingress:
         sample = RequestSample(finished_at=time.time(), latency_ms=elapsed_ms, succeeded=status == 200)
         self._telemetry.record_request.remote(sample)  # fire and forget
 
-    def _deployment_states(self) -> Mapping[str, DeploymentView]:
+    def _running_replicas(self) -> Mapping[str, int]:
         application = serve.status().applications.get(self._app_name)
         if application is None:
-            return {"application": DeploymentView("MISSING", running=0)}
+            return {"application": 0}
         return {
-            name: DeploymentView(
-                str(getattr(d.status, "value", d.status)),
-                running=sum(count for state, count in d.replica_states.items() if state == "RUNNING"),
-            )
+            name: sum(count for state, count in d.replica_states.items() if state == "RUNNING")
             for name, d in application.deployments.items()
         }

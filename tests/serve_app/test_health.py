@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from serve_app.health import (
-    DeploymentView,
     LatencyWindow,
     assess_health,
     assess_readiness,
@@ -109,8 +108,8 @@ def test_stale_reports_are_forgotten() -> None:
     assert [r.replica for r in fresh_reports([old, report("new")], NOW, 31.0)] == ["new"]
 
 
-def running(*names: str, status: str = "HEALTHY", replicas: int = 1) -> dict[str, DeploymentView]:
-    return {name: DeploymentView(status, running=replicas) for name in names}
+def running(*names: str, replicas: int = 1) -> dict[str, int]:
+    return {name: replicas for name in names}
 
 
 def test_ready_when_every_replica_loaded() -> None:
@@ -119,20 +118,20 @@ def test_ready_when_every_replica_loaded() -> None:
 
 
 def test_not_ready_while_a_request_path_deployment_has_no_running_replica() -> None:
-    states = {**running("Inference"), **running("Preprocess", status="UPDATING", replicas=0)}
+    states = {**running("Inference"), **running("Preprocess", replicas=0)}
     answer = assess_readiness([report()], states)
     assert answer.status_code == 503
     assert answer.body["error_code"] == "MODEL_NOT_READY" and "Preprocess" in answer.body["detail"]
 
 
 def test_replacing_one_of_several_replicas_keeps_the_service_ready() -> None:
-    # A crashed Preprocess replica makes Serve call the deployment UNHEALTHY while its twin serves.
-    states = {**running("Inference"), **running("Preprocess", status="UNHEALTHY")}
+    # A crashed Preprocess replica makes Serve call the deployment UNHEALTHY while its twin runs.
+    states = {**running("Inference"), **running("Preprocess")}
     assert assess_readiness([report()], states).status_code == 200
 
 
 def test_the_fail_open_rate_limiter_is_not_needed_to_serve() -> None:
-    states = {**running("Inference"), **running("RateLimiter", status="UNHEALTHY", replicas=0)}
+    states = {**running("Inference"), **running("RateLimiter", replicas=0)}
     assert assess_readiness([report()], states).status_code == 200
 
 
@@ -149,7 +148,7 @@ def test_a_replica_added_or_failing_later_keeps_a_serving_service_ready() -> Non
     # went missing reports failed. The ready one still serves: the load balancer keeps the service.
     added = report("r2", ModelState.LOADING)
     failed = report("r3", ModelState.FAILED, error=("Model checkpoint not found", "x"))
-    answer = assess_readiness([report("r1"), added, failed], running("Inference", status="UPSCALING", replicas=2))
+    answer = assess_readiness([report("r1"), added, failed], running("Inference", replicas=2))
     assert answer.status_code == 200 and answer.body == {"ready": True, "model_replicas": 1}
 
 
