@@ -213,7 +213,7 @@ def check_dimensions(width: int, height: int, file_size: int, limits: UploadLimi
 
 # In entropy-coded data every 0xFF byte is followed by 0x00 (stuffing) or a restart marker
 # (0xD0-0xD7); anything else after 0xFF is the next marker (0xFF fill bytes may precede it).
-_NEXT_MARKER = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
+NEXT_JPEG_MARKER = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
 _SOS, _EOI = 0xDA, 0xD9
 
 
@@ -224,7 +224,7 @@ def count_jpeg_scans(data: bytes, stop_after: int) -> int:
     scans, position, end = 0, 2, len(data)
     while position + 4 <= end:
         if data[position] != 0xFF:
-            found = _NEXT_MARKER.search(data, position)
+            found = NEXT_JPEG_MARKER.search(data, position)
             if found is None:
                 break
             position = found.start()
@@ -246,7 +246,7 @@ def count_jpeg_scans(data: bytes, stop_after: int) -> int:
             scans += 1
             if scans > stop_after:
                 break
-            found = _NEXT_MARKER.search(data, position)
+            found = NEXT_JPEG_MARKER.search(data, position)
             if found is None:
                 break
             position = found.start()

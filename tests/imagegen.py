@@ -7,7 +7,6 @@ unless stated) or the encoded bytes of an upload.
 from __future__ import annotations
 
 import io
-import re
 import struct
 import zlib
 from collections.abc import Sequence
@@ -15,6 +14,8 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 from PIL import Image
+
+from pipelines.validate import NEXT_JPEG_MARKER
 
 
 def photo_like_rgb(width: int, height: int, seed: int = 0, noise_sigma: float = 6.0) -> np.ndarray:
@@ -88,7 +89,7 @@ def jpeg_with_repeated_scan(jpeg: bytes, copies: int) -> bytes:
     enough for libjpeg, which still walks the whole image once per scan (the scan-flood attack)."""
     start = jpeg.index(b"\xff\xda")
     header = jpeg[start : start + 2 + int.from_bytes(jpeg[start + 2 : start + 4], "big")]
-    end = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]").search(jpeg, start + len(header))
+    end = NEXT_JPEG_MARKER.search(jpeg, start + len(header))
     assert end is not None
     return jpeg[: end.start()] + header * copies + jpeg[end.start() :]
 
