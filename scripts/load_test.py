@@ -3,6 +3,8 @@
     python scripts/load_test.py --url http://127.0.0.1:55433 --requests 500 --concurrency 16
     RAY_AUTH_MODE=token python scripts/load_test.py --url http://127.0.0.1:55433 --requests 500 \\
         --concurrency 16 --report-rss          # RSS of every replica before and after (same machine)
+    RAY_AUTH_MODE=token python scripts/load_test.py --requests 2000 --concurrency 16 \
+        --watch-replicas                       # the autoscaler's replica counts over the run
 
 ``--concurrency`` clients each send their next request as soon as the previous one is answered,
 until ``--requests`` have been sent or ``--max-seconds`` have passed. Each answer is one of:
@@ -31,6 +33,7 @@ import sys
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -45,6 +48,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pipelines.synthetic import encode_scene, generate_scene  # noqa: E402
 from serve_app import API_PREFIX  # noqa: E402
+from serve_app.health import running_replicas  # noqa: E402
 
 MAX_REQUESTS = 100_000
 Kind = Literal["ok", "rejected", "error", "lost"]
@@ -204,6 +208,66 @@ def summarise(outcomes: list[Outcome], wall_s: float) -> Summary:
     )
 
 
+class ReplicaWatch:
+    """Samples running replicas per deployment every ``interval_s`` in a thread, from just before the
+    load starts until ``stop()``; keeps a sample whenever the counts change (and the first one).
+
+    Shows the autoscaler at work: which stage scaled, when, and back down; with the outcomes it says
+    whether any accepted request was lost while a replica was added or drained.
+    """
+
+    def __init__(self, sample: Callable[[], Mapping[str, int]], interval_s: float = 2.0):
+        self._sample = sample
+        self._interval_s = interval_s
+        self._halt = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="replica-watch", daemon=True)
+        self.changes: list[tuple[float, dict[str, int]]] = []  # (seconds since start, counts)
+        self.failures = 0
+
+    def start(self) -> ReplicaWatch:
+        self._started = time.monotonic()
+        self._thread.start()
+        return self
+
+    def stop(self) -> list[tuple[float, dict[str, int]]]:
+        self._halt.set()
+        self._thread.join()
+        return self.changes
+
+    def _run(self) -> None:
+        while True:
+            try:
+                counts = dict(self._sample())
+            except Exception:  # a status call that timed out or raced a redeploy: skip this sample
+                self.failures += 1
+            else:
+                if not self.changes or counts != self.changes[-1][1]:
+                    self.changes.append((time.monotonic() - self._started, counts))
+            if self._halt.wait(self._interval_s):
+                return
+
+
+def print_replicas(changes: list[tuple[float, dict[str, int]]], failures: int = 0) -> None:
+    """One line per change of the running-replica counts, then each deployment's range."""
+    print("running replicas (a line per change; t = seconds since the load started):")
+    for at, counts in changes:
+        print(f"  t={at:6.1f}s " + " ".join(f"{name}={n}" for name, n in sorted(counts.items())))
+    names = sorted({name for _, counts in changes for name in counts})
+    ranges = {name: [counts.get(name, 0) for _, counts in changes] for name in names}
+    print("replicas min..max: " + ", ".join(f"{name} {min(v)}..{max(v)}" for name, v in ranges.items()))
+    if failures:
+        print(f"  ({failures} status samples failed)")
+
+
+def _connect_ray() -> None:
+    """Joins the running cluster as a driver (``RAY_AUTH_MODE=token`` when it has token auth, as
+    ``serve run`` starts it in Ray 2.60)."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(address="auto", log_to_driver=False, logging_level=logging.ERROR)
+
+
 def replica_rss(app: str) -> dict[str, tuple[int, int]]:
     """``actor name → (RSS, private RSS) bytes`` of the app's replicas and the proxy, from /proc.
 
@@ -211,14 +275,11 @@ def replica_rss(app: str) -> dict[str, tuple[int, int]]:
     grow with the distinct objects that passed through it, up to the store's size, and are shared
     by every process. The private part (``RssAnon``) is the process's own heap: the leak signal.
 
-    Needs a Ray driver connection to the running cluster (``RAY_AUTH_MODE=token`` when the
-    cluster has token auth, as ``serve run`` starts it in Ray 2.60).
+    Needs a Ray driver connection to the running cluster (see ``_connect_ray``).
     """
-    import ray
     from ray.util.state import list_actors
 
-    if not ray.is_initialized():
-        ray.init(address="auto", log_to_driver=False, logging_level=logging.ERROR)
+    _connect_ray()
     result: dict[str, tuple[int, int]] = {}
     for actor in list_actors(filters=[("state", "=", "ALIVE")], limit=10_000, raise_on_missing_output=False):
         name = actor.class_name
@@ -264,7 +325,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--api-key", help="sent as X-API-Key")
     parser.add_argument("--allow-remote", action="store_true", help="allow a non-loopback host")
     parser.add_argument("--report-rss", action="store_true", help="RSS of every replica before and after (Ray)")
-    parser.add_argument("--app", default="birefnet", help="Serve application name for --report-rss")
+    parser.add_argument("--watch-replicas", action="store_true",
+                        help="running replicas per deployment over the run, a line per change (Ray)")
+    parser.add_argument("--app", default="birefnet", help="Serve application name for --report-rss/--watch-replicas")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     if not 1 <= args.requests <= MAX_REQUESTS or not 1 <= args.concurrency <= 1024:
@@ -273,6 +336,12 @@ def main(argv: list[str] | None = None) -> int:
     upload = args.image.read_bytes() if args.image else default_upload()
     headers = {"X-API-Key": args.api_key} if args.api_key else {}
     rss_before = replica_rss(args.app) if args.report_rss else {}
+    watch = None
+    if args.watch_replicas:
+        from ray import serve
+
+        _connect_ray()
+        watch = ReplicaWatch(lambda: running_replicas(serve.status(), args.app)).start()
     outcomes, wall_s = asyncio.run(
         run_load(
             args.url,
@@ -286,6 +355,8 @@ def main(argv: list[str] | None = None) -> int:
         )
     )
     summary = summarise(outcomes, wall_s)
+    if watch is not None:
+        print_replicas(watch.stop(), watch.failures)
     if args.report_rss:
         time.sleep(2.0)  # let replicas finish the last requests' cleanup
         print_rss(rss_before, replica_rss(args.app))

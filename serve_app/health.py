@@ -168,6 +168,18 @@ def assess_readiness(reports: Sequence[ModelReport], running_replicas: Mapping[s
     return Answer(200, {"ready": True, "model_replicas": len(ready)})
 
 
+def running_replicas(status: Any, app_name: str) -> dict[str, int]:
+    """Running (constructed, so routable) replicas per deployment of ``app_name``, from a
+    ``serve.status()`` result; ``{"application": 0}`` while the application does not exist."""
+    application = status.applications.get(app_name)
+    if application is None:
+        return {"application": 0}
+    return {
+        name: sum(count for state, count in deployment.replica_states.items() if state == "RUNNING")
+        for name, deployment in application.deployments.items()
+    }
+
+
 def _not_ready(detail: str) -> Answer:
     error = ModelNotReadyError(detail)
     return Answer(error.status_code, {"ready": False, **error.to_body()})

@@ -42,7 +42,14 @@ from serve_app.form import (
     check_handle_arguments,
     parse_content_length,
 )
-from serve_app.health import API_VERSION, SERVICE_NAME, Answer, assess_health, assess_readiness
+from serve_app.health import (
+    API_VERSION,
+    SERVICE_NAME,
+    Answer,
+    assess_health,
+    assess_readiness,
+    running_replicas,
+)
 from serve_app.logs import configure_replica_logging
 from serve_app.metrics import RequestMetrics, StageMetrics
 from serve_app.rate_limit import RateDecision, rate_limit_error, rate_limit_headers
@@ -403,10 +410,4 @@ class Ingress:
         self._telemetry.record_request.remote(sample)  # fire and forget
 
     def _running_replicas(self) -> Mapping[str, int]:
-        application = serve.status().applications.get(self._app_name)
-        if application is None:
-            return {"application": 0}
-        return {
-            name: sum(count for state, count in d.replica_states.items() if state == "RUNNING")
-            for name, d in application.deployments.items()
-        }
+        return running_replicas(serve.status(), self._app_name)

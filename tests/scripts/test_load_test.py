@@ -6,6 +6,7 @@ import importlib
 import io
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -87,3 +88,40 @@ def test_rss_report_separates_the_private_heap_from_shared_pages(capsys: pytest.
     out = capsys.readouterr().out
     assert f"({private / 2**20:7.1f}) -> {(rss + 2**20) / 2**20:7.1f}" in out
     assert "total private" in out
+
+
+def test_replica_watch_keeps_each_change_and_prints_the_ranges(capsys: pytest.CaptureFixture[str]) -> None:
+    samples = iter(
+        [{"Preprocess": 1, "Inference": 1}] * 2
+        + [RuntimeError("status timed out")]
+        + [{"Preprocess": 2, "Inference": 1}] * 2
+        + [{"Preprocess": 1, "Inference": 1}]
+    )
+    drained = threading.Event()
+
+    def sample() -> dict[str, int]:
+        value = next(samples, None)
+        if value is None:
+            drained.set()
+            return {"Preprocess": 1, "Inference": 1}
+        if isinstance(value, Exception):
+            raise value
+        return value
+
+    watch = load_test.ReplicaWatch(sample, interval_s=0.001).start()
+    assert drained.wait(5.0)
+    changes = watch.stop()
+    assert [counts for _, counts in changes] == [
+        {"Preprocess": 1, "Inference": 1},
+        {"Preprocess": 2, "Inference": 1},
+        {"Preprocess": 1, "Inference": 1},
+    ]
+    assert watch.failures == 1
+    times = [at for at, _ in changes]
+    assert times == sorted(times)
+
+    load_test.print_replicas(changes, watch.failures)
+    out = capsys.readouterr().out
+    assert "Inference=1 Preprocess=2" in out
+    assert "replicas min..max: Inference 1..1, Preprocess 1..2" in out
+    assert "1 status samples failed" in out

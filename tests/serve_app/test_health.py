@@ -8,6 +8,7 @@ from serve_app.health import (
     assess_readiness,
     fresh_reports,
     percentile,
+    running_replicas,
 )
 from serve_app.records import ModelReport, ModelState, RequestSample
 
@@ -154,3 +155,36 @@ def test_a_replica_added_or_failing_later_keeps_a_serving_service_ready() -> Non
 
 def test_not_ready_without_reports() -> None:
     assert assess_readiness([], running("Inference")).status_code == 503
+
+
+def test_running_replicas_counts_only_running_ones_from_serve_status() -> None:
+    from ray.serve._private.common import DeploymentStatus, DeploymentStatusTrigger
+    from ray.serve.schema import (
+        ApplicationStatus,
+        ApplicationStatusOverview,
+        DeploymentStatusOverview,
+        ReplicaState,
+        ServeStatus,
+    )
+
+    def deployment(**states: int) -> DeploymentStatusOverview:
+        return DeploymentStatusOverview(
+            status=DeploymentStatus.UPSCALING,
+            status_trigger=DeploymentStatusTrigger.AUTOSCALING,
+            replica_states={ReplicaState(state): n for state, n in states.items()},
+            message="",
+        )
+
+    app = ApplicationStatusOverview(
+        status=ApplicationStatus.RUNNING,
+        message="",
+        last_deployed_time_s=0.0,
+        deployments={
+            "Preprocess": deployment(RUNNING=1, STARTING=1),
+            "Inference": deployment(STARTING=1, STOPPING=1),
+            "Postprocess": deployment(RUNNING=2),
+        },
+    )
+    status = ServeStatus(applications={"birefnet": app})
+    assert running_replicas(status, "birefnet") == {"Preprocess": 1, "Inference": 0, "Postprocess": 2}
+    assert running_replicas(status, "other") == {"application": 0}
