@@ -9,7 +9,11 @@ from __future__ import annotations
 from ray.serve.metrics import Counter, Histogram
 
 LATENCY_BOUNDARIES_MS: list[float] = [5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000]
-BATCH_SIZE_BOUNDARIES: list[float] = [1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 64]
+# Ray (2.60) exports a histogram's _sum rebuilt from bucket midpoints, not from the observed values.
+# Batch sizes are integers: with buckets one size wide around each (… 0.5, 1.5] up to 16, each
+# midpoint is the size itself, so _sum / _count is the true mean batch size. (With [1, 2, 3, …] a
+# batch of 1 counted as 0.5, and the mean read half the truth.)
+BATCH_SIZE_BOUNDARIES: list[float] = [size + 0.5 for size in range(17)] + [24.5, 32.5, 64.5]
 
 
 class StageMetrics:
