@@ -251,9 +251,11 @@ def print_replicas(changes: list[tuple[float, dict[str, int]]], failures: int = 
     """One line per change of the running-replica counts, then each deployment's range."""
     print("running replicas (a line per change; t = seconds since the load started):")
     for at, counts in changes:
-        print(f"  t={at:6.1f}s " + " ".join(f"{name}={n}" for name, n in sorted(counts.items())))
+        listed = " ".join(f"{name}={n}" for name, n in sorted(counts.items()))
+        print(f"  t={at:6.1f}s {listed or '(no deployments: the application is being redeployed)'}")
     names = sorted({name for _, counts in changes for name in counts})
-    ranges = {name: [counts.get(name, 0) for _, counts in changes] for name in names}
+    # A sample taken mid-redeploy lists no deployments: it says nothing about any one of them.
+    ranges = {name: [counts.get(name, 0) for _, counts in changes if counts] for name in names}
     print("replicas min..max: " + ", ".join(f"{name} {min(v)}..{max(v)}" for name, v in ranges.items()))
     if failures:
         print(f"  ({failures} status samples failed)")

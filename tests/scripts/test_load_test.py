@@ -125,3 +125,8 @@ def test_replica_watch_keeps_each_change_and_prints_the_ranges(capsys: pytest.Ca
     assert "Inference=1 Preprocess=2" in out
     assert "replicas min..max: Inference 1..1, Preprocess 1..2" in out
     assert "1 status samples failed" in out
+
+    load_test.print_replicas([(0.0, {"Inference": 1}), (5.0, {}), (9.0, {"Inference": 1})])
+    out = capsys.readouterr().out
+    assert "t=   5.0s (no deployments" in out
+    assert "replicas min..max: Inference 1..1" in out
