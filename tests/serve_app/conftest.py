@@ -136,10 +136,16 @@ def deploy_config(port: int, weights: Path, scratch: Path, key_file: Path) -> di
             {"name": name, **sliver} for name in ("Ingress", "Preprocess", "Inference", "Postprocess", "Telemetry")
         ],
     }
+    handle_client = {  # a user's own Serve app calling the service's handle; no HTTP route
+        "name": "handle-client",
+        "route_prefix": None,
+        "import_path": "tests.serve_app.handle_client:build_handle_client",
+        "args": {"target_app": "birefnet"},
+    }
     return {
         "http_options": {"host": "127.0.0.1", "port": port, "request_timeout_s": 60},
         "logging_config": {"log_level": "WARNING", "enable_access_log": False},
-        "applications": [main, faulty, secured],
+        "applications": [main, faulty, secured, handle_client],
     }
 
 

@@ -473,6 +473,21 @@ def test_python_handle_returns_a_typed_result(service: Service, small_photo: np.
         assert refused.value.cause.to_body()["field"] in ("smoothing", "image")  # type: ignore[attr-defined]
 
 
+def test_another_serve_app_uses_the_service_through_its_handle(service: Service, small_photo: np.ndarray) -> None:
+    from ray import serve
+
+    def client_running() -> bool:
+        application = serve.status().applications.get("handle-client")
+        return application is not None and application.status == "RUNNING"
+
+    poll(client_running, 60, "the handle-client app running")
+    answer = serve.get_app_handle("handle-client").remote(imagegen.png_bytes(small_photo)).result(timeout_s=60)
+    assert decode_png(answer["png"]).shape == (240, 320, 4)
+    assert re.fullmatch(r"cat_nobg_\d{8}_\d{6}\.png", answer["filename"])
+    assert answer["model_version"] == "BiRefNet-demo" and answer["foreground_refined"] is False
+    assert answer["refused"]["error_code"] == "INVALID_FORMAT"
+
+
 # -- the spec's own client examples (§7.1, §7.2, §7.3) ---------------------------------------------------
 
 
