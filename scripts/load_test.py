@@ -3,7 +3,7 @@
     python scripts/load_test.py --url http://127.0.0.1:55433 --requests 500 --concurrency 16
     RAY_AUTH_MODE=token python scripts/load_test.py --url http://127.0.0.1:55433 --requests 500 \\
         --concurrency 16 --report-rss          # RSS of every replica before and after (same machine)
-    RAY_AUTH_MODE=token python scripts/load_test.py --requests 2000 --concurrency 16 \
+    RAY_AUTH_MODE=token python scripts/load_test.py --requests 2000 --concurrency 16 \\
         --watch-replicas                       # the autoscaler's replica counts over the run
 
 ``--concurrency`` clients each send their next request as soon as the previous one is answered,
