@@ -139,7 +139,7 @@ def _least_free_gpu_memory(reports: Sequence[ModelReport]) -> float | None:
     return round(min(free), 1) if free else None
 
 
-def assess_readiness(reports: Sequence[ModelReport], running_replicas: Mapping[str, int]) -> Answer:
+def assess_readiness(reports: Sequence[ModelReport], running: Mapping[str, int]) -> Answer:
     """``/ready``: 200 while the app can serve: every deployment on the request path has a running
     replica and at least one Inference replica has loaded weights and warmed up; 503 otherwise.
 
@@ -150,11 +150,11 @@ def assess_readiness(reports: Sequence[ModelReport], running_replicas: Mapping[s
 
     Args:
         reports: fresh reports, one per live Inference replica.
-        running_replicas: running (constructed, so routable) replicas per deployment name, from
-            ``serve.status()``.
+        running: running (constructed, so routable) replicas per deployment name, from
+            :func:`running_replicas`.
     """
     down = sorted(
-        name for name, running in running_replicas.items() if running < 1 and name not in _OPTIONAL_DEPLOYMENTS
+        name for name, count in running.items() if count < 1 and name not in _OPTIONAL_DEPLOYMENTS
     )
     if down:
         return _not_ready(f"No running replica yet: {', '.join(down)}")
