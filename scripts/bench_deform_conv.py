@@ -23,6 +23,7 @@ from torchvision.ops import deform_conv2d
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pipelines.model.birefnet import deform_conv2d_by_sampling  # noqa: E402
+from pipelines.segmenter import configure_cuda_math  # noqa: E402
 from pipelines.timing import timed  # noqa: E402
 
 
@@ -61,13 +62,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", type=int, default=48)
     parser.add_argument("--kernels", default="1,3,7")
     parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--tf32", action=argparse.BooleanOptionalAction, default=True,
+                        help="CUDA: TF32 for the GEMM both end in, as the service runs float32 (tf32: true)")
     args = parser.parse_args(argv)
 
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     torch.manual_seed(0)
+    tf32 = ""
+    if device.type == "cuda":
+        configure_cuda_math(args.tf32, cudnn_benchmark=False)  # as an eager Inference replica
+        tf32 = f" tf32={'on' if args.tf32 else 'off'}"
     print(f"device={device} threads={args.threads} batch={args.batch} channels={args.channels}->"
-          f"{args.out_channels} size={args.size}")
+          f"{args.out_channels} size={args.size}{tf32}")
     for k in (int(v) for v in args.kernels.split(",")):
         taps = k * k
         shape = (args.batch, args.channels, args.size, args.size)

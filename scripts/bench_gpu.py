@@ -4,8 +4,8 @@
     python scripts/bench_gpu.py --device cpu --variants demo --size 64x64 --batches 1,2,4
 
 Per configuration it prints batch-1 latency p50/p95/p99, throughput at each batch size, peak
-memory (CUDA: peak allocated over the row, and over the batch-1 runs alone; CPU: the process's
-peak RSS so far, which only grows) and the agreement with eager full float32 (TF32 off) of the
+memory (CUDA: peak allocated over the row, and over the batch-1 runs alone from their first call,
+where a CUDA graph records; CPU: the process's peak RSS so far, which only grows) and the agreement with eager full float32 (TF32 off) of the
 same variant (mean IoU of ``alpha ≥ 0.5`` and max Δα over ``--agreement-inputs`` inputs). The
 rows run as the service runs them: float32 with TF32 (``--no-tf32``), cuDNN algorithm timing for
 the compiled backends only (``--[no-]cudnn-benchmark``), and the deformable conv it would pick. With
@@ -13,6 +13,9 @@ the compiled backends only (``--[no-]cudnn-benchmark``), and the deformable conv
 official float64 mask. ``--markdown PATH`` writes the table.
 ``--build-only`` builds each configuration and reports its build time alone: run first, in the
 background, it fills the compile cache (``--engine-cache-dir``) so a timed run's builds take seconds.
+``--per-batch`` builds and measures each batch size as its own row, smallest first: a compiled
+backend's batch-1 figures are printed before the next size compiles, and survive its running out of
+time.
 
 Needs only torch, torchvision and numpy (no safetensors, OpenCV or Ray). Exit status 1 when the
 equivalence check ran and failed, else 0; configurations that fail to build are reported in the
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import logging
 import platform
 import resource
 import sys
@@ -38,6 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pipelines.backends import BACKEND_NAMES, BackendSpec  # noqa: E402
 from pipelines.backends.agreement import Agreement, alpha_agreement, reference_equivalence, tf32_disabled  # noqa: E402
+from pipelines.backends.batching import padded_batch_size  # noqa: E402
 from pipelines.backends.selection import DEFAULT_BUILDERS  # noqa: E402
 from pipelines.model.birefnet import DeformSampling, create_model  # noqa: E402
 from pipelines.model.deterministic import deterministic_input, deterministic_state_dict  # noqa: E402
@@ -125,7 +130,12 @@ class Bench:
 
     def alphas(self, backend: Callable[[torch.Tensor], torch.Tensor], dtype: torch.dtype,
                inputs: torch.Tensor) -> np.ndarray:
-        out = [logits_to_alpha(backend(x[None].to(self.device, dtype))).cpu().numpy() for x in inputs]
+        """One image at a time, zero-padded to the smallest compiled batch as the Segmenter pads."""
+        padded = padded_batch_size(1, getattr(backend, "batch_sizes", ()))
+        out = []
+        for x in inputs:
+            batch = torch.cat([x[None], x.new_zeros((padded - 1, *x.shape))])
+            out.append(logits_to_alpha(backend(batch.to(self.device, dtype))[:1]).cpu().numpy())
         return np.concatenate(out)
 
     def reference_alpha(self, variant: str, inputs: torch.Tensor) -> np.ndarray:
@@ -141,7 +151,18 @@ class Bench:
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
 
-    def run(self, variant: str, backend_name: str, dtype_name: str) -> Row:
+    def _release(self, backend_name: str) -> None:
+        """Frees a finished row's memory. torch.compile's CUDA graphs keep a private memory pool for
+        as long as the process lives unless their trees are reset (Dynamo's cache holds them)."""
+        if self.device.type == "cuda" and backend_name == "compile":
+            from torch._inductor import cudagraph_trees
+
+            cudagraph_trees.reset_cudagraph_trees()
+        self._free()
+
+    def run(self, variant: str, backend_name: str, dtype_name: str, batches: list[int] | None = None) -> Row:
+        """One row; ``batches``: the sizes to build and measure (default: all of ``--batches``)."""
+        batches = batches or self.args.batches
         size = self.size(variant)
         row = Row(variant, size, backend_name, dtype_name)
         dtype = DTYPES[dtype_name]
@@ -155,7 +176,7 @@ class Bench:
             torch.backends.cudnn.benchmark = cudnn_benchmark_for(self.args.cudnn_benchmark, backend_name)
             torch.cuda.reset_peak_memory_stats(self.device)
         spec = BackendSpec(variant=variant, input_size=size, device=self.device, dtype=dtype,
-                           batch_sizes=tuple(self.args.batches), compile_mode=self.args.compile_mode,
+                           batch_sizes=tuple(batches), compile_mode=self.args.compile_mode,
                            engine_cache_dir=self.args.engine_cache_dir, weights_id="deterministic")
         start = time.perf_counter()
         try:  # this backend alone: the service's fallback would only benchmark another row twice
@@ -168,29 +189,31 @@ class Bench:
         if self.args.build_only:
             row.peak_mb = peak_memory_mb(self.device)
             del backend
-            self._free()
+            self._release(backend_name)
             return row
         try:
+            b1_alone = 1 in batches
+            if self.device.type == "cuda" and b1_alone:
+                # Batch 1 on its own: weights + one image's activations, from its first call on, for
+                # CUDA graphs record there (their replays allocate nothing).
+                torch.cuda.reset_peak_memory_stats(self.device)
             row.agreement = alpha_agreement(reference, self.alphas(backend, dtype, inputs))
-            runnable = [1] if not backend.batch_sizes or 1 in backend.batch_sizes else []
-            if runnable:
+            if b1_alone:
                 x = model_input(1, size, self.device, dtype)
-                if self.device.type == "cuda":  # batch 1 on its own: weights + one image's activations
-                    torch.cuda.reset_peak_memory_stats(self.device)
                 for _ in range(self.args.warmup):
                     backend(x)
                 times = [timed(lambda: backend(x), self.device) * 1000 for _ in range(self.args.latency_runs)]
                 row.latency_ms = (percentile(times, 50), percentile(times, 95), percentile(times, 99))
                 if self.device.type == "cuda":
                     row.peak_b1_mb = peak_memory_mb(self.device)
-            for batch in self.args.batches:
+            for batch in batches:
                 row.throughput[batch] = self.throughput(backend, batch, size, dtype)
         except RuntimeError as exc:
             if not _is_out_of_memory(exc):
                 raise
             row.note += "; OOM"
         row.peak_mb = peak_memory_mb(self.device)
-        self._free()
+        self._release(backend_name)
         return row
 
     def throughput(self, backend: Callable[[torch.Tensor], torch.Tensor], batch: int, size: tuple[int, int],
@@ -202,6 +225,9 @@ class Bench:
         except RuntimeError as exc:
             if not _is_out_of_memory(exc):
                 raise
+            seconds = None  # freed below: in here the traceback still holds the failed pass's tensors
+        if seconds is None:
+            del x
             self._free()
             return "OOM"
         return f"{batch * self.args.throughput_runs / seconds:.1f}"
@@ -270,6 +296,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=None, help="torch threads on CPU")
     parser.add_argument("--build-only", action="store_true",
                         help="only build each backend (fills the compile cache under --engine-cache-dir)")
+    parser.add_argument("--per-batch", action="store_true",
+                        help="a row per batch size, each built for that size alone, smallest first")
     parser.add_argument("--time-budget-s", type=float, default=None,
                         help="skip the remaining configurations once this many seconds have passed")
     parser.add_argument("--markdown", type=Path, default=None, help="append the table to this file")
@@ -295,15 +323,17 @@ def main(argv: list[str] | None = None) -> int:
     bench = Bench(args, device)
     started = time.perf_counter()
     rows: list[Row] = []
+    row_batches = [[batch] for batch in args.batches] if args.per_batch else [args.batches]
     for variant in args.variants:
         for backend in args.backends:
             for dtype in args.dtypes:
-                if args.time_budget_s is not None and time.perf_counter() - started > args.time_budget_s:
-                    rows.append(Row(variant, bench.size(variant), backend, dtype, note="skipped: time budget"))
-                    continue
-                row = bench.run(variant, backend, dtype)
-                rows.append(row)
-                print(markdown_table([row], args.batches, device).splitlines()[-1], flush=True)
+                for batches in row_batches:
+                    if args.time_budget_s is not None and time.perf_counter() - started > args.time_budget_s:
+                        rows.append(Row(variant, bench.size(variant), backend, dtype, note="skipped: time budget"))
+                        continue
+                    row = bench.run(variant, backend, dtype, batches)
+                    rows.append(row)
+                    print(markdown_table([row], args.batches, device).splitlines()[-1], flush=True)
 
     lines = [f"### bench_gpu.py — {device_description(device)}", "",
              f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC; "
@@ -332,4 +362,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(message)s")  # torch.compile's time per batch size
     raise SystemExit(main())

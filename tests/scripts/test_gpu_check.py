@@ -24,5 +24,6 @@ def test_gpu_check_dry_run_writes_the_report(tmp_path: Path) -> None:
     assert "| demo | 64×64 | eager | float32 |" in report
     assert "unavailable: torch_tensorrt is not installed" in report or "| tensorrt | float32 | " in report
     assert "kernel=7 pass=forward+backward torchvision/grid_sample=" in report
+    assert "## benchmark: a row per batch size" in report and "--per-batch" in report
     assert "exit status 0" in report
     assert report.strip() in result.stdout
