@@ -6,9 +6,13 @@ an Inference replica, never by the ingress.
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
+import functools
 import importlib
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
@@ -58,6 +62,27 @@ class SegmenterLike(Protocol):
 
 
 SegmenterFactory = Callable[[Any], SegmenterLike]
+_T = TypeVar("_T")
+
+
+class ModelThread:
+    """Runs every call into the model (build, warm-up, batches) on one dedicated thread, off the
+    event loop.
+
+    torch.compile's CUDA graphs (``compile_mode: reduce-overhead``) keep their state per thread: a
+    graph tree made on one thread is not found from another, so a compile that happened on any
+    other thread than the first (a recompile, a rebuild) would fail. ``asyncio.to_thread`` hands
+    calls to whichever pool thread is free. One worker also runs the batches one at a time, as the
+    Segmenter's lock would anyway.
+    """
+
+    def __init__(self, name: str = "model") -> None:
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
+
+    async def run(self, fn: Callable[..., _T], *args: Any) -> _T:
+        """``fn(*args)`` on the thread, with the caller's context variables (Serve's request ids)."""
+        call = functools.partial(contextvars.copy_context().run, fn, *args)
+        return await asyncio.get_running_loop().run_in_executor(self._executor, call)
 
 
 def segmenter_settings(model: ModelArgs, device: str) -> Any:

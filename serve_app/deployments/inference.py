@@ -22,7 +22,7 @@ from serve_app.args import InferenceArgs, ModelArgs
 from serve_app.batching import BatchConfig, gather_model_inputs, split_mattes
 from serve_app.logs import configure_replica_logging
 from serve_app.metrics import BatchMetrics, StageMetrics
-from serve_app.model import SegmenterLike, resolve_factory, segmenter_settings
+from serve_app.model import ModelThread, SegmenterLike, resolve_factory, segmenter_settings
 from serve_app.records import ModelReport, ModelState, Segmentation
 
 logger = logging.getLogger("ray.serve")
@@ -48,6 +48,7 @@ class Inference:
         self._error: tuple[str, str] | None = None
         self._stage_metrics = StageMetrics("inference")
         self._batch_metrics = BatchMetrics()
+        self._model_thread = ModelThread()
         await self._load()
         self._background = asyncio.get_running_loop().create_task(self._report_and_reload())
 
@@ -73,7 +74,7 @@ class Inference:
         started = time.perf_counter()
         try:
             # Off the event loop, so the next batch can gather while this one runs.
-            mattes = await asyncio.to_thread(segmenter.segment, inputs)
+            mattes = await self._model_thread.run(segmenter.segment, inputs)
         finally:
             self._stage_metrics.observe_ms((time.perf_counter() - started) * 1000.0)
             self._batch_metrics.observe(len(batch))
@@ -87,7 +88,7 @@ class Inference:
     async def _load(self) -> None:
         await self._report()
         try:
-            self._segmenter = await asyncio.to_thread(self._build)
+            self._segmenter = await self._model_thread.run(self._build)
             self._error = None
         except WeightsNotFoundError as exc:
             self._error = ("Model checkpoint not found", str(exc))

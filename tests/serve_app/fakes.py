@@ -2,12 +2,14 @@
 
 It answers by the colour of the image, so a test picks the failure it wants over real HTTP:
 red sleeps past the deadline, blue fails the GPU memory pre-check, green raises an unexpected
-error, anything else gets a matte of its bright pixels. Its weights "exist" once the file named in
+error, anything else gets a matte of its bright pixels. Like a segmenter with CUDA graphs, it
+refuses calls from any thread but the one that built it. Its weights "exist" once the file named in
 ``settings.weights`` does, which lets a test watch the missing-weights → ready transition.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -55,8 +57,11 @@ class ScriptedSegmenter:
         self.input_size = input_size
         self.model_name = "BiRefNet-fake"
         self._checkpoint = checkpoint
+        self._thread = threading.current_thread()
 
     def segment(self, images: Sequence[np.ndarray]) -> list[Matte]:
+        if threading.current_thread() is not self._thread:
+            raise RuntimeError(f"called from thread {threading.current_thread().name}, built on {self._thread.name}")
         mattes = []
         for image in images:
             colour = colour_of(image)

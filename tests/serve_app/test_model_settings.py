@@ -46,3 +46,32 @@ def test_input_size_overrides_the_variant_for_every_stage() -> None:
     assert input_size_for(ModelArgs(variant="dynamic")) == (1024, 1024)
     with pytest.raises(ValidationError, match="multiple of 32"):
         ModelArgs(input_size=(1000, 1024))
+
+
+def test_model_thread_runs_every_call_on_one_thread_with_the_callers_context() -> None:
+    import asyncio
+    import contextvars
+    import threading
+    import time
+
+    from serve_app.model import ModelThread
+
+    request_id: contextvars.ContextVar[int | None] = contextvars.ContextVar("request_id", default=None)
+
+    def model_call() -> tuple[int, int | None]:
+        time.sleep(0.02)  # long enough that a pool would hand overlapping calls to other threads
+        return threading.get_ident(), request_id.get()
+
+    async def requests() -> list[tuple[int, int | None]]:
+        thread = ModelThread()
+
+        async def one(number: int) -> tuple[int, int | None]:
+            request_id.set(number)
+            return await thread.run(model_call)
+
+        return await asyncio.gather(*(one(number) for number in range(6)))
+
+    results = asyncio.run(requests())
+    threads = {ident for ident, _ in results}
+    assert len(threads) == 1 and threading.get_ident() not in threads
+    assert [number for _, number in results] == list(range(6))
