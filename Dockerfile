@@ -20,7 +20,7 @@ USER ray
 WORKDIR /home/ray/birefnet
 
 # Dependencies first (the layer survives code edits): torch and torchvision pinned as scripts/install.sh pins them.
-COPY --chown=ray:users pyproject.toml README.md ./
+COPY --chown=ray:users pyproject.toml README.md LICENSE ./
 RUN pip install --no-cache-dir "torch==2.14.1" "torchvision==0.29.1"
 COPY --chown=ray:users pipelines pipelines
 COPY --chown=ray:users serve_app serve_app

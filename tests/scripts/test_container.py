@@ -160,7 +160,7 @@ def test_dockerfile_copies_only_what_exists_and_is_not_ignored() -> None:
     ignored = {line.strip() for line in (REPO / ".dockerignore").read_text().splitlines()
                if line.strip() and not line.startswith("#")}
     sources = [src for line in re.findall(r"^COPY (?:--\S+ )*(.+)$", DOCKERFILE, re.M) for src in line.split()[:-1]]
-    assert {"pyproject.toml", "README.md", "pipelines", "serve_app", "scripts", "serve_config.yaml"} <= set(sources)
+    assert {"pyproject.toml", "README.md", "LICENSE", "pipelines", "serve_app", "scripts", "serve_config.yaml"} <= set(sources)
     for source in sources:
         assert (REPO / source).exists(), source
         assert source not in ignored, source
