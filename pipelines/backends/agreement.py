@@ -68,13 +68,24 @@ class Equivalence:
 
 @contextlib.contextmanager
 def tf32_disabled() -> Iterator[None]:
-    """Full float32 matmuls and convolutions on CUDA inside the block (TF32 rounds to 10 bits)."""
+    """Full float32 matmuls and convolutions on CUDA inside the block (TF32 rounds to 10 bits).
+
+    A flag already off is left alone: writing the matmul one, even back to its value, turns torch's
+    matmul ``fp32_precision`` from ``none`` into ``ieee``, which is part of inductor's cache key, so
+    a later ``torch.compile`` would miss the graphs compiled before the block.
+    """
     matmul, cudnn = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    if matmul:
+        torch.backends.cuda.matmul.allow_tf32 = False
+    if cudnn:
+        torch.backends.cudnn.allow_tf32 = False
     try:
         yield
     finally:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = matmul, cudnn
+        if matmul:
+            torch.backends.cuda.matmul.allow_tf32 = True
+        if cudnn:
+            torch.backends.cudnn.allow_tf32 = True
 
 
 def reference_equivalence(variant: str, case: str, reference_dir: Path, device: torch.device) -> Equivalence:
