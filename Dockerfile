@@ -35,5 +35,8 @@ VOLUME ["/models"]
 HEALTHCHECK --interval=30s --timeout=10s --start-period=600s --retries=3 \
     CMD python -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:55433/api/background-removal/ready', timeout=5)"
 
+# serve run drains Serve (replicas finish their requests) on SIGINT; on SIGTERM it just exits.
+# Give docker stop the time: docker stop -t 90 (compose: stop_grace_period).
+STOPSIGNAL SIGINT
 ENTRYPOINT ["bash", "scripts/container_entrypoint.sh"]
 CMD ["serve_config.yaml"]

@@ -42,12 +42,13 @@ ENVIRONMENT = {
     "BIREFNET_MODEL_PATH": "args.model.weights",
     "BIREFNET_DEVICE": "args.model.device (auto, cpu or cuda)",
     "BIREFNET_USE_TENSORRT": "args.model.backend: tensorrt when true; eager when false and tensorrt was configured",
-    "BIREFNET_BATCH_SIZE": "Inference user_config.max_batch_size (max_ongoing_requests raised to twice it; "
-    "a compiled backend's batch_sizes extended to it)",
+    "BIREFNET_BATCH_SIZE": "Inference user_config.max_batch_size (max_ongoing_requests raised to twice it, "
+    "the autoscaling target set to it; a compiled backend's batch_sizes extended to it)",
     "BIREFNET_CUDNN_BENCHMARK": "args.model.cudnn_benchmark",
     "BIREFNET_MAX_IMAGE_SIZE_MB": "args.upload.max_file_mb",
     "BIREFNET_MAX_MEGAPIXELS": "args.upload.max_megapixels",
-    "BIREFNET_PROCESSING_TIMEOUT_SEC": "args.ingress.timeout_s (http_options.request_timeout_s kept above it)",
+    "BIREFNET_PROCESSING_TIMEOUT_SEC": "args.ingress.timeout_s (http_options.request_timeout_s and the Ingress's "
+    "graceful_shutdown_timeout_s kept above it)",
     "BIREFNET_RATE_LIMIT_PER_MINUTE": "the default tier's 60 s rule",
     "BIREFNET_RATE_LIMIT_PER_SECOND": "the default tier's 1 s rule",
     "LOG_LEVEL": "logging_config.log_level",
@@ -82,8 +83,12 @@ def container_config(
             model["engine_cache_dir"] = f"{models_dir.rstrip('/')}/engines"
         _apply_environment(app, environ)
         timeout = args.get("ingress", {}).get("timeout_s")
-        if timeout is not None and http.get("request_timeout_s", 0) <= timeout:
-            http["request_timeout_s"] = timeout + 30  # the spec's 504 must come before Serve's 408
+        if timeout is not None:
+            if http.get("request_timeout_s", 0) <= timeout:
+                http["request_timeout_s"] = timeout + 30  # the spec's 504 must come before Serve's 408
+            ingress = _deployment(app, "Ingress")  # a stopping replica lets its requests finish
+            if ingress.get("graceful_shutdown_timeout_s", 20) <= timeout:  # 20: Serve's default
+                ingress["graceful_shutdown_timeout_s"] = timeout + 15
     return derived
 
 
@@ -116,6 +121,9 @@ def _apply_environment(app: dict[str, Any], environ: Mapping[str, str]) -> None:
         inference = _deployment(app, "Inference")
         inference.setdefault("user_config", {})["max_batch_size"] = batch
         inference["max_ongoing_requests"] = max(inference.get("max_ongoing_requests", 0), 2 * batch)
+        autoscaling = inference.get("autoscaling_config")
+        if autoscaling is not None:  # about one full batch per replica before another is added
+            autoscaling["target_ongoing_requests"] = batch
         sizes = model.get("batch_sizes") or list(ModelArgs().batch_sizes)
         if model.get("backend") in ("compile", "tensorrt") and max(sizes) < batch:
             model["batch_sizes"] = sorted({*sizes, batch})  # or every full batch runs as several chunks

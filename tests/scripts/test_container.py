@@ -74,6 +74,8 @@ def test_spec_environment_variables_override_the_config(name: str) -> None:
     assert derived["logging_config"]["log_level"] == "DEBUG"
     assert derived["http_options"]["request_timeout_s"] > 90  # Serve's 408 must not pre-empt the 504
     app = derived["applications"][0]
+    ingress = next(d for d in app["deployments"] if d["name"] == "Ingress")
+    assert ingress["graceful_shutdown_timeout_s"] > 90  # a stopping replica lets its requests finish
     args = AppArgs.model_validate(app["args"])
     assert args.model.weights == "/models/BiRefNet-general.pth" and args.model.device == "cuda"
     assert args.model.backend == "tensorrt" and args.model.cudnn_benchmark is False
@@ -84,6 +86,7 @@ def test_spec_environment_variables_override_the_config(name: str) -> None:
     inference = next(d for d in app["deployments"] if d["name"] == "Inference")
     assert BatchConfig.model_validate(inference["user_config"]).max_batch_size == 12
     assert inference["max_ongoing_requests"] >= 24
+    assert inference["autoscaling_config"]["target_ongoing_requests"] == 12  # about one batch per replica
     assert max(args.model.batch_sizes) == 12  # tensorrt: a full batch is one engine call, not three
 
 
@@ -160,7 +163,8 @@ def test_dockerfile_copies_only_what_exists_and_is_not_ignored() -> None:
     ignored = {line.strip() for line in (REPO / ".dockerignore").read_text().splitlines()
                if line.strip() and not line.startswith("#")}
     sources = [src for line in re.findall(r"^COPY (?:--\S+ )*(.+)$", DOCKERFILE, re.M) for src in line.split()[:-1]]
-    assert {"pyproject.toml", "README.md", "LICENSE", "pipelines", "serve_app", "scripts", "serve_config.yaml"} <= set(sources)
+    expected = {"pyproject.toml", "README.md", "LICENSE", "pipelines", "serve_app", "scripts", "serve_config.yaml"}
+    assert expected <= set(sources)
     for source in sources:
         assert (REPO / source).exists(), source
         assert source not in ignored, source
@@ -179,6 +183,17 @@ def test_dockerfile_port_healthcheck_and_default_config_match_the_service() -> N
     assert f"http://127.0.0.1:55433{API_PREFIX}/ready" in DOCKERFILE
     assert 'ENTRYPOINT ["bash", "scripts/container_entrypoint.sh"]' in DOCKERFILE
     assert 'CMD ["serve_config.yaml"]' in DOCKERFILE
+
+
+def test_a_container_stop_drains_serve_before_it_is_killed() -> None:
+    # serve run shuts Serve down on SIGINT only (KeyboardInterrupt); SIGTERM exits without draining.
+    assert re.search(r"^STOPSIGNAL SIGINT$", DOCKERFILE, re.M)
+    assert re.search(r'^exec serve run "\$DERIVED"$', (REPO / "scripts" / "container_entrypoint.sh").read_text(), re.M)
+    compose = yaml.safe_load((REPO / "docker-compose.yml").read_text())
+    grace = compose["services"]["birefnet"]["stop_grace_period"]
+    longest = max(d.get("graceful_shutdown_timeout_s", 20)
+                  for d in load("serve_config.yaml")["applications"][0]["deployments"])
+    assert int(grace.rstrip("s")) > longest
 
 
 def test_compose_file_maps_the_port_and_keeps_the_models() -> None:

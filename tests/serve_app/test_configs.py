@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 import yaml
 from pydantic import ValidationError
-from ray.serve.schema import ServeDeploySchema
+from ray.serve.config import AutoscalingConfig
+from ray.serve.schema import DeploymentSchema, RayActorOptionsSchema, ServeDeploySchema
 
 from serve_app.args import AppArgs, RateRule
 from serve_app.batching import BatchConfig
@@ -23,9 +24,14 @@ def load(path: Path) -> dict[str, Any]:
         return yaml.safe_load(handle)  # type: ignore[no-any-return]
 
 
+def kuberay_manifest() -> dict[str, dict[str, Any]]:
+    """The manifest's objects by kind (the RayService and the model cache's claim)."""
+    with (ROOT / "configs" / "kuberay-rayservice.yaml").open() as handle:
+        return {document["kind"]: document for document in yaml.safe_load_all(handle)}
+
+
 def kuberay_serve_config() -> dict[str, Any]:
-    manifest = load(ROOT / "configs" / "kuberay-rayservice.yaml")
-    return yaml.safe_load(manifest["spec"]["serveConfigV2"])  # type: ignore[no-any-return]
+    return yaml.safe_load(kuberay_manifest()["RayService"]["spec"]["serveConfigV2"])  # type: ignore[no-any-return]
 
 
 def all_configs() -> list[tuple[str, dict[str, Any]]]:
@@ -43,6 +49,44 @@ def test_config_is_a_valid_serve_config_with_valid_args(name: str, config: dict[
     assert ("RateLimiter" in deployments) == args.rate_limit.enabled
     assert schema.http_options.request_timeout_s is not None
     assert schema.http_options.request_timeout_s > args.ingress.timeout_s
+
+
+@pytest.mark.parametrize(("name", "config"), all_configs())
+def test_deployment_keys_are_ones_serve_knows(name: str, config: dict[str, Any]) -> None:
+    # Ray's schema drops unknown keys here silently: a typo would leave Serve's default in force.
+    for deployment in config["applications"][0]["deployments"]:
+        assert set(deployment) <= set(DeploymentSchema.model_fields), deployment["name"]
+        assert set(deployment.get("autoscaling_config", {})) <= set(AutoscalingConfig.model_fields)
+        assert set(deployment.get("ray_actor_options", {})) <= set(RayActorOptionsSchema.model_fields)
+
+
+@pytest.mark.parametrize(("name", "config"), all_configs())
+def test_ingress_lets_requests_finish_and_tells_overloaded_clients_when_to_retry(
+        name: str, config: dict[str, Any]) -> None:
+    application = config["applications"][0]
+    ingress = next(d for d in application["deployments"] if d["name"] == "Ingress")
+    # Serve's default is 20 s; a scale-down or rollout would cut requests still within their 30 s.
+    assert ingress["graceful_shutdown_timeout_s"] > AppArgs.model_validate(application["args"]).ingress.timeout_s
+    assert ingress["backpressure_config"]["retry_after_s"] > 0
+
+
+def test_kuberay_manifest_shares_the_model_cache_and_requires_keys_from_a_secret() -> None:
+    manifest = kuberay_manifest()
+    cluster = manifest["RayService"]["spec"]["rayClusterConfig"]
+    pods = [cluster["headGroupSpec"]["template"]["spec"]] + [g["template"]["spec"] for g in cluster["workerGroupSpecs"]]
+    claim = manifest["PersistentVolumeClaim"]
+    gpu_pod = next(g["template"]["spec"] for g in cluster["workerGroupSpecs"] if g["groupName"] == "gpu-inference")
+    mounted = {v["persistentVolumeClaim"]["claimName"] for v in gpu_pod["volumes"] if "persistentVolumeClaim" in v}
+    assert mounted == {claim["metadata"]["name"]}
+    assert claim["spec"]["accessModes"] == ["ReadWriteMany"]  # every GPU pod mounts it, on any node
+    assert gpu_pod["securityContext"]["fsGroup"] == 100  # the image's ray user is in group users
+
+    args = AppArgs.model_validate(kuberay_serve_config()["applications"][0]["args"])
+    assert args.api_keys.required and args.api_keys.env_var
+    for pod in pods:  # the app is built on whichever node Ray picks
+        (container,) = pod["containers"]
+        env = {item["name"]: item for item in container["env"]}
+        assert "secretKeyRef" in env[args.api_keys.env_var]["valueFrom"]
 
 
 @pytest.mark.parametrize(("name", "config"), all_configs())
