@@ -1,8 +1,8 @@
 """The application builder: ``args:`` of a Serve config → :class:`AppArgs` → ``.bind()``.
 
 ``import_path: serve_app.app:build_app`` in a config file calls :func:`build_app` with the
-validated ``args``; the module-level :data:`app` (defaults: BiRefNet-general) exists for
-``serve build serve_app.app:app``, which does not accept builder functions.
+validated ``args``; the module-level ``app`` (defaults: BiRefNet-general, built when first read)
+exists for ``serve build serve_app.app:app``, which does not accept builder functions.
 """
 
 # No ``from __future__ import annotations`` here: Serve reads build_app's parameter annotation at
@@ -112,4 +112,9 @@ def _deployment(decorated: object) -> Deployment:
     return cast(Deployment, decorated)
 
 
-app: Application = build_app(AppArgs())
+def __getattr__(name: str) -> Application:
+    """``app``: the default application (BiRefNet-general), built on first access rather than on
+    every import (the config's build task imports this module too, and would build and log it)."""
+    if name == "app":
+        return build_app(AppArgs())
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

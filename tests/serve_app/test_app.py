@@ -1,4 +1,4 @@
-"""The builder's device decision: never ask for a GPU the cluster does not have."""
+"""The builder: its device decision (never ask for a GPU the cluster does not have) and the default app."""
 
 from __future__ import annotations
 
@@ -37,3 +37,24 @@ def test_replicas_keep_auto_where_it_chose_a_gpu() -> None:
     assert replica_device("auto", resolve_device("auto", 1.0)) == "auto"
     assert replica_device("auto", resolve_device("auto", 0.0)) == "cpu"
     assert replica_device("cuda", "cuda") == "cuda" and replica_device("cpu", "cpu") == "cpu"
+
+
+def test_the_default_app_is_built_when_read_not_on_import() -> None:
+    # The config's build task imports serve_app.app for build_app; it must not build a second,
+    # default app (and log "Serving BiRefNet 'general'") on the way. A fresh interpreter: imported once.
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = (
+        "import logging, sys\n"
+        "logging.basicConfig(level=logging.INFO, stream=sys.stdout, format='%(message)s')\n"
+        "import serve_app.app as module\n"
+        "print('-- imported')\n"
+        "print(type(module.app).__name__)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], cwd=Path(__file__).resolve().parents[2],
+                            capture_output=True, text=True, timeout=120, check=True)
+    on_import, _, on_read = result.stdout.partition("-- imported")
+    assert "Serving BiRefNet" not in on_import
+    assert "Serving BiRefNet 'general'" in on_read and on_read.strip().endswith("Application")
