@@ -70,14 +70,18 @@ def _one_line(exc: ValidationError) -> str:
 
 
 def app_model_args(config_path: Path, app: str | None) -> ModelArgs:
-    """The ``args.model`` of application ``app`` (or of the only one) in a Serve config file."""
+    """The ``args.model`` of application ``app`` (or of the only one) in a Serve config file, or in
+    the ``serveConfigV2`` of a KubeRay RayService manifest (which may hold other objects too)."""
     try:
-        document = yaml.safe_load(config_path.read_text())
+        documents = [d for d in yaml.safe_load_all(config_path.read_text()) if d is not None]
     except (OSError, yaml.YAMLError) as exc:
         raise BuildSetupError(f"cannot read {config_path}: {exc}".replace("\n", " ")) from exc
-    spec = document.get("spec") if isinstance(document, dict) else None
-    if isinstance(spec, dict) and isinstance(spec.get("serveConfigV2"), str):  # a KubeRay RayService manifest
-        document = yaml.safe_load(spec["serveConfigV2"])
+    document = documents[0] if documents else None
+    for candidate in documents:
+        spec = candidate.get("spec") if isinstance(candidate, dict) else None
+        if isinstance(spec, dict) and isinstance(spec.get("serveConfigV2"), str):
+            document = yaml.safe_load(spec["serveConfigV2"])
+            break
     applications = document.get("applications") if isinstance(document, dict) else None
     if not isinstance(applications, list) or not applications:
         raise BuildSetupError(f"{config_path} has no 'applications' list")

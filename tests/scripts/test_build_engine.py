@@ -126,6 +126,14 @@ def test_the_shipped_serve_config_builds_the_service_default() -> None:
                                                                                      "cpu")
 
 
+def test_the_kuberay_manifest_builds_what_its_gpu_replicas_build() -> None:
+    # The manifest holds the RayService and the model cache's claim: two YAML documents.
+    build = FakeBuild()
+    assert _run(["--config", str(REPO / "configs" / "kuberay-rayservice.yaml"), "--device", "cpu"], build) == 0
+    settings = build.settings[0]
+    assert (settings.variant, settings.dtype, settings.engine_cache_dir) == ("general", "float16", "/models/engines")
+
+
 @pytest.mark.parametrize(
     ("applications", "argv_tail", "message"),
     [
