@@ -17,7 +17,8 @@ figures come from ``scripts/bench_prepost.py``):
 * PNG, WebP, BMP: Pillow. 16-bit samples keep their high byte (``>> 8``, i.e. scaled, not
   clipped); Pillow's 32-bit integer mode "I" only arises from 16-bit PNG samples and is scaled the
   same way; palettes and grey are expanded to RGB. An RGB PNG's transparent colour key (tRNS)
-  becomes its alpha through OpenCV, which compares it at the file's bit depth.
+  becomes its alpha through OpenCV, which compares it at the file's bit depth; a grey PNG's key is
+  scaled to 8 bits as Pillow scales 2- and 4-bit samples.
 * Colour profiles: an embedded RGB ICC profile is kept as bytes and written into the output PNG
   (``pipelines.encode``); pixels are never converted, except CMYK, which becomes sRGB.
 
@@ -95,6 +96,9 @@ def decode_image(data: bytes, limits: UploadLimits = DEFAULT_LIMITS) -> DecodedI
             alpha, icc_profile = None, None  # converted to sRGB through its profile
         elif image_format is ImageFormat.PNG and image.mode == "RGB" and "transparency" in image.info and not animated:
             rgb, alpha = _colour_key_png(data, image)
+        elif (image_format is ImageFormat.PNG and image.mode == "L" and not animated
+              and isinstance(image.info.get("transparency"), int)):
+            rgb, alpha = _grey_key_png(data, image)
         else:
             rgb, alpha = _pillow_to_arrays(image)
         orientation = _exif_orientation(image)
@@ -229,6 +233,19 @@ def _colour_key_png(data: bytes, image: Image.Image) -> tuple[np.ndarray, np.nda
     alpha = with_key[..., 3]
     alpha = _sixteen_bit_to_uint8(alpha) if alpha.dtype == np.uint16 else np.ascontiguousarray(alpha)
     return rgb, alpha if int(alpha.min()) < 255 else None
+
+
+def _grey_key_png(data: bytes, image: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
+    """A still grey PNG of 2, 4 or 8 bits whose tRNS chunk names one transparent sample value. The
+    key is at the file's bit depth (PNG spec); Pillow scales 2- and 4-bit samples to 8 bits but not
+    the key, so its own conversion would never match it."""
+    image.load()
+    grey = np.asarray(image)
+    bit_depth = data[24]  # in IHDR, the first chunk: after the signature, its length, type, width, height
+    key = int(image.info["transparency"]) * (255 // ((1 << bit_depth) - 1) if bit_depth < 8 else 1)
+    rgb = cv2.cvtColor(grey, cv2.COLOR_GRAY2RGB)
+    transparent = grey == key
+    return rgb, (np.where(transparent, 0, 255).astype(np.uint8) if transparent.any() else None)
 
 
 def _pillow_to_arrays(image: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:

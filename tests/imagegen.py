@@ -161,6 +161,20 @@ def handmade_png(width: int, height: int, bit_depth: int, colour_type: int, idat
     return b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", header) + _png_chunk(b"IDAT", idat) + _png_chunk(b"IEND", b"")
 
 
+def grey_png_with_key(samples: np.ndarray, bit_depth: int, key: int) -> bytes:
+    """A grey PNG (colour type 0) of ``bit_depth`` 1, 2, 4 or 8 whose tRNS names ``key`` transparent;
+    ``samples`` are ``[h, w]`` values below ``2**bit_depth``, ``w`` a multiple of ``8 // bit_depth``."""
+    height, width = samples.shape
+    per_byte = 8 // bit_depth
+    packed = np.zeros((height, width // per_byte), np.uint16)
+    for offset in range(per_byte):  # most significant bits first
+        packed = (packed << bit_depth) | samples[:, offset::per_byte].astype(np.uint16)
+    raw = b"".join(b"\0" + row.astype(np.uint8).tobytes() for row in packed)  # filter type 0 per row
+    header = struct.pack(">IIBBBBB", width, height, bit_depth, 0, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", header) + _png_chunk(b"tRNS", struct.pack(">H", key))
+            + _png_chunk(b"IDAT", zlib.compress(raw)) + _png_chunk(b"IEND", b""))
+
+
 def bomb_png(side: int = 16_000) -> bytes:
     """A real decompression bomb: a valid 1-bit ``side``×``side`` all-black PNG of a few tens of KB.
 

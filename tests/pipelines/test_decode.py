@@ -162,6 +162,20 @@ def test_decode_16bit_grey_png_keeps_its_transparent_colour() -> None:
     assert np.array_equal(decoded.rgb[:, WIDTH // 2 :, 0], (ramp[:, WIDTH // 2 :] >> 8).astype(np.uint8))
 
 
+@pytest.mark.parametrize("bit_depth", [1, 2, 4, 8])
+def test_decode_low_bit_grey_png_keeps_its_transparent_colour(bit_depth: int) -> None:
+    # tRNS holds the key at the file's depth; the samples come out scaled to 8 bits (4-bit 14 → 238).
+    top = (1 << bit_depth) - 1
+    key = top - 1 if bit_depth > 1 else 0
+    samples = np.tile(np.arange(WIDTH) * (top + 1) // WIDTH, (HEIGHT, 1))
+    samples[samples == key] = top
+    samples[10:30, 40:90] = key  # a transparent hole
+    decoded = decode_image(imagegen.grey_png_with_key(samples, bit_depth, key))
+    expected_alpha = np.where(samples == key, 0, 255)
+    assert decoded.alpha is not None and np.array_equal(decoded.alpha, expected_alpha)
+    assert np.array_equal(decoded.rgb[..., 0], samples * (255 // top))
+
+
 def test_decode_16bit_rgb_png_scales_instead_of_saturating(photo: np.ndarray) -> None:
     decoded = decode_image(imagegen.png16_rgb_bytes(photo.astype(np.uint16) * 257))
     assert np.array_equal(decoded.rgb, photo)
