@@ -5,8 +5,9 @@
 
 Per configuration it prints batch-1 latency p50/p95/p99, throughput at each batch size, peak
 memory (CUDA: peak allocated over the row, and over the batch-1 runs alone from their first call,
-where a CUDA graph records; CPU: the process's peak RSS so far, which only grows) and the agreement with eager full float32 (TF32 off) of the
-same variant (mean IoU of ``alpha ≥ 0.5`` and max Δα over ``--agreement-inputs`` inputs). The
+where a CUDA graph records; CPU: the process's peak RSS so far, which only grows) and the
+agreement with eager full float32 (TF32 off) of the same variant (mean IoU of ``alpha ≥ 0.5`` and
+max Δα over ``--agreement-inputs`` inputs). The
 rows run as the service runs them: float32 with TF32 (``--no-tf32``), cuDNN algorithm timing for
 the compiled backends only (``--[no-]cudnn-benchmark``), and the deformable conv it would pick. With
 ``--equivalence`` it also runs the float32 reference case (lite 288×416, TF32 off) against the
