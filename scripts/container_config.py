@@ -11,6 +11,10 @@ same changes, and without environment variables only these two:
   ``engine_cache_dir`` gets ``<models-dir>/engines``, so TensorRT engines and torch.compile's cache
   land on the volume beside the Hugging Face cache (``HF_HOME``) and survive the container.
 
+Given ``--gpus N`` (the entrypoint counts the GPUs the container sees), Inference gets at most N
+replicas where the model may run on CUDA: each asks for a whole GPU, and one more than the host has
+would wait forever (the deployment stays UPSCALING) instead of serving.
+
 It also reads the environment variables of spec §9.2 (``docker run -e BIREFNET_DEVICE=cpu …``, or a
 compose ``env_file``), each overriding its config key; see :data:`ENVIRONMENT`. The variables the
 spec lists that have no meaning here (worker counts, pinned memory, a log file) are named on stderr
@@ -61,7 +65,7 @@ IGNORED = {
 
 
 def container_config(
-    config: dict[str, Any], models_dir: str, environ: Mapping[str, str] | None = None
+    config: dict[str, Any], models_dir: str, environ: Mapping[str, str] | None = None, gpus: int | None = None
 ) -> dict[str, Any]:
     """A copy of the Serve ``config`` for the container (see the module docstring).
 
@@ -89,7 +93,20 @@ def container_config(
             ingress = _deployment(app, "Ingress")  # a stopping replica lets its requests finish
             if ingress.get("graceful_shutdown_timeout_s", 20) <= timeout:  # 20: Serve's default
                 ingress["graceful_shutdown_timeout_s"] = timeout + 15
+        if gpus and model.get("device", ModelArgs().device) != "cpu":
+            _cap_inference_replicas(_deployment(app, "Inference"), gpus)
     return derived
+
+
+def _cap_inference_replicas(inference: dict[str, Any], gpus: int) -> None:
+    """At most one Inference replica per GPU the container sees."""
+    autoscaling = inference.get("autoscaling_config")
+    if autoscaling is not None:
+        for key in ("min_replicas", "initial_replicas", "max_replicas"):
+            if key in autoscaling:
+                autoscaling[key] = min(autoscaling[key], gpus)
+    if isinstance(inference.get("num_replicas"), int):
+        inference["num_replicas"] = min(inference["num_replicas"], gpus)
 
 
 def _apply_environment(app: dict[str, Any], environ: Mapping[str, str]) -> None:
@@ -190,16 +207,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("config", type=Path, help="the Serve config to start from")
     parser.add_argument("output", type=Path, help="where to write the container's config")
     parser.add_argument("--models-dir", default="/models", help="the volume for weights and compiled engines")
+    parser.add_argument("--gpus", type=int, default=None,
+                        help="GPUs the container sees: Inference gets at most one replica per GPU (0: no cap)")
     args = parser.parse_args(argv)
     config = yaml.safe_load(args.config.read_text(encoding="utf-8"))
     try:
-        derived = container_config(config, args.models_dir, os.environ)
+        derived = container_config(config, args.models_dir, os.environ, args.gpus)
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     args.output.write_text(yaml.safe_dump(derived, sort_keys=False), encoding="utf-8")
     applied = sorted(name for name in ENVIRONMENT if name in os.environ)
     print(f"{args.config} → {args.output}: host 0.0.0.0, engines under {args.models_dir}/engines"
+          + (f", Inference replicas at most {args.gpus} (one per GPU)" if args.gpus else "")
           + (f"; from the environment: {', '.join(applied)}" if applied else ""), file=sys.stderr)
     for name in sorted(set(IGNORED) & set(os.environ)):
         print(f"ignored: {name} ({IGNORED[name]})", file=sys.stderr)

@@ -9,5 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 CONFIG="${1:-serve_config.yaml}"
 DERIVED="${TMPDIR:-/tmp}/birefnet-serve-config.yaml"
-python scripts/container_config.py "$CONFIG" "$DERIVED" --models-dir "${MODELS_DIR:-/models}"
+# One Inference replica per GPU this container sees (none counted: no cap).
+GPUS=$(nvidia-smi -L 2>/dev/null | grep -c '^GPU ' || true)
+python scripts/container_config.py "$CONFIG" "$DERIVED" --models-dir "${MODELS_DIR:-/models}" --gpus "${GPUS:-0}"
 exec serve run "$DERIVED"

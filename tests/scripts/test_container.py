@@ -103,6 +103,37 @@ def test_without_the_environment_only_host_and_cache_change() -> None:
     assert derived == original
 
 
+def _inference_replicas(config: dict[str, Any]) -> tuple[int, int]:
+    inference = next(d for d in config["applications"][0]["deployments"] if d["name"] == "Inference")
+    return inference["autoscaling_config"]["min_replicas"], inference["autoscaling_config"]["max_replicas"]
+
+
+@pytest.mark.parametrize(("gpus", "environ", "replicas"), [
+    (1, {}, (1, 1)),                         # serve_config.yaml allows 2; a second would wait forever
+    (4, {}, (1, 2)),                         # enough GPUs: the config's own range
+    (0, {}, (1, 2)),                         # none counted (no nvidia-smi): no cap
+    (None, {}, (1, 2)),
+    (1, {"BIREFNET_DEVICE": "cpu"}, (1, 2)),  # CPU replicas ask for no GPU
+])
+def test_inference_gets_at_most_one_replica_per_visible_gpu(
+        gpus: int | None, environ: dict[str, str], replicas: tuple[int, int]) -> None:
+    config = load("serve_config.yaml")
+    assert _inference_replicas(config) == (1, 2)
+    derived = container_config(config, "/models", environ, gpus)
+    ServeDeploySchema.model_validate(derived)
+    assert _inference_replicas(derived) == replicas
+
+
+def test_entrypoint_counts_the_gpus_nvidia_smi_lists(tmp_path: Path) -> None:
+    (tmp_path / "two").mkdir()
+    result = run_entrypoint(tmp_path / "two", gpus=2)
+    assert result.returncode == 0, result.stderr
+    assert "Inference replicas at most 2 (one per GPU)" in result.stderr
+    (tmp_path / "none").mkdir()
+    result = run_entrypoint(tmp_path / "none")  # no nvidia-smi on this machine: no cap
+    assert result.returncode == 0 and "Inference replicas" not in result.stderr
+
+
 def test_use_tensorrt_false_turns_a_configured_tensorrt_off_only() -> None:
     config = load("configs/offline.yaml")
     config["applications"][0]["args"]["model"]["backend"] = "tensorrt"
@@ -127,12 +158,18 @@ def test_a_bad_environment_value_names_the_variable(variable: str, value: str, m
         container_config(load("serve_config.yaml"), "/models", {variable: value})
 
 
-def run_entrypoint(tmp_path: Path, **environ: str) -> subprocess.CompletedProcess[str]:
-    """The entrypoint on the offline config, with a ``serve`` that prints its arguments and config."""
+def run_entrypoint(tmp_path: Path, gpus: int | None = None, **environ: str) -> subprocess.CompletedProcess[str]:
+    """The entrypoint on the offline config, with a ``serve`` that prints its arguments and config,
+    and an ``nvidia-smi`` that lists ``gpus`` GPUs when given (this machine has none)."""
     stub = tmp_path / "bin" / "serve"
     stub.parent.mkdir()
     stub.write_text("#!/usr/bin/env bash\necho \"serve $*\"\ncat \"$2\"\n")
     stub.chmod(0o755)
+    if gpus is not None:
+        smi = stub.parent / "nvidia-smi"
+        lines = "".join(f"echo 'GPU {i}: NVIDIA H100 80GB HBM3 (UUID: GPU-{i})'\n" for i in range(gpus))
+        smi.write_text(f"#!/usr/bin/env bash\n{lines}")
+        smi.chmod(0o755)
     env = {**os.environ, "PATH": f"{stub.parent}:{Path(sys.executable).parent}:{os.environ['PATH']}",
            "TMPDIR": str(tmp_path), **environ}
     return subprocess.run(["bash", "scripts/container_entrypoint.sh", "configs/offline.yaml"], cwd=REPO, env=env,
