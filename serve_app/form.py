@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from python_multipart.exceptions import MultipartParseError
+from python_multipart.exceptions import FormParserError, MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 from pipelines.datatypes import RemovalOptions
@@ -21,6 +21,7 @@ from pipelines.validate import file_too_large
 FORM_OVERHEAD_BYTES = 64 * 1024
 _MAX_FIELD_BYTES = 1024
 _MAX_PARTS = 16
+_SINGLE_FIELDS = ("image", "smoothing", "refine_foreground", "return_base64")
 _TRUE = frozenset({"true", "1", "yes", "on", "t", "y"})
 _FALSE = frozenset({"false", "0", "no", "off", "f", "n"})
 _EXPECTED = "Expected a multipart/form-data body with one 'image' file field"
@@ -107,7 +108,8 @@ class RemovalFormReader:
 
     Raises:
         InvalidRequestError: not multipart, malformed, a field missing, duplicated or invalid.
-        FileTooLargeError: the ``image`` part exceeds ``max_file_bytes``.
+        FileTooLargeError: the ``image`` part exceeds ``max_file_bytes``, or the whole body exceeds
+            it by more than the form's framing could need (data after the closing boundary too).
     """
 
     def __init__(self, content_type: str | None, *, max_file_bytes: int, declared_length: int | None = None):
@@ -117,6 +119,7 @@ class RemovalFormReader:
             raise InvalidRequestError(_EXPECTED)
         self._max_file_bytes = max_file_bytes
         self._declared_length = declared_length
+        self._body_bytes = 0
         self._parts: dict[str, list[tuple[bytes, str | None, str | None]]] = {}
         self._part_count = 0
         self._header_field = bytearray()
@@ -127,22 +130,28 @@ class RemovalFormReader:
         self._chunks: list[bytes] = []
         self._size = 0
         self._finished = False
-        self._parser = MultipartParser(
-            boundary,
-            callbacks={
-                "on_part_begin": self._on_part_begin,
-                "on_header_field": self._on_header_field,
-                "on_header_value": self._on_header_value,
-                "on_header_end": self._on_header_end,
-                "on_headers_finished": self._on_headers_finished,
-                "on_part_data": self._on_part_data,
-                "on_part_end": self._on_part_end,
-                "on_end": self._on_end,
-            },
-        )
+        try:
+            self._parser = MultipartParser(
+                boundary,
+                callbacks={
+                    "on_part_begin": self._on_part_begin,
+                    "on_header_field": self._on_header_field,
+                    "on_header_value": self._on_header_value,
+                    "on_header_end": self._on_header_end,
+                    "on_headers_finished": self._on_headers_finished,
+                    "on_part_data": self._on_part_data,
+                    "on_part_end": self._on_part_end,
+                    "on_end": self._on_end,
+                },
+            )
+        except FormParserError as exc:  # e.g. a boundary longer than the parser's 256 bytes
+            raise InvalidRequestError(f"Malformed multipart boundary: {_EXPECTED}") from exc
 
     def feed(self, chunk: bytes) -> None:
         """Parse the next piece of the body."""
+        self._body_bytes += len(chunk)
+        if self._body_bytes > self._max_file_bytes + FORM_OVERHEAD_BYTES:  # a chunked body has no declared size
+            raise file_too_large(self._body_bytes, self._max_file_bytes)
         try:
             self._parser.write(chunk)
         except MultipartParseError as exc:
@@ -161,9 +170,6 @@ class RemovalFormReader:
             files = [name for name, parts in self._parts.items() if any(f is not None for _, f, _ in parts)]
             sent = f" (a file came as '{files[0]}'; send it as 'image')" if files else ""
             raise InvalidRequestError(f"Missing form field 'image'{sent}", field="image")
-        for name in ("image", "smoothing", "refine_foreground", "return_base64"):
-            if len(self._parts.get(name, [])) > 1:
-                raise InvalidRequestError(f"Form field '{name}' must appear once", field=name)
         data, filename, content_type = images[0]
         if not data:
             raise InvalidRequestError("Form field 'image' is empty", field="image")
@@ -211,6 +217,8 @@ class RemovalFormReader:
         if disposition != b"form-data" or name is None:
             raise InvalidRequestError(f"A form part has no name: {_EXPECTED}")
         self._name = name.decode("utf-8", errors="replace")
+        if self._name in _SINGLE_FIELDS and self._name in self._parts:  # before buffering a second copy
+            raise InvalidRequestError(f"Form field '{self._name}' must appear once", field=self._name)
         filename = params.get(b"filename")
         self._filename = filename.decode("utf-8", errors="replace") if filename is not None else None
 

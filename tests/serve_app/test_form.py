@@ -89,6 +89,31 @@ def test_form_rejects_duplicated_image() -> None:
         read(multipart(("image", b"x", "a.png"), ("image", b"y", "b.png")))
 
 
+@pytest.mark.parametrize("field", ["image", "smoothing"])
+def test_a_second_copy_of_a_field_is_refused_at_its_headers_before_its_data_is_kept(field: str) -> None:
+    first = multipart(("image", b"x", "a.png"), ("smoothing", b"true", None)).rsplit(f"--{BOUNDARY}--".encode(), 1)[0]
+    second_headers = f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="{field}"\r\n\r\n'.encode()
+    reader = RemovalFormReader(CONTENT_TYPE, max_file_bytes=1000)
+    reader.feed(first)
+    with pytest.raises(InvalidRequestError, match="must appear once") as caught:
+        reader.feed(second_headers)  # not at finish(): a second 10 MB image would be held meanwhile
+    assert caught.value.fields["field"] == field
+
+
+def test_a_boundary_longer_than_the_parser_takes_is_an_invalid_request() -> None:
+    with pytest.raises(InvalidRequestError, match="boundary"):
+        RemovalFormReader(f"multipart/form-data; boundary={'b' * 300}", max_file_bytes=1000)
+
+
+def test_the_whole_body_is_capped_even_after_the_closing_boundary() -> None:
+    # A chunked body declares no size: framing beyond what the form could need is a 413 too.
+    reader = RemovalFormReader(CONTENT_TYPE, max_file_bytes=1000)
+    reader.feed(multipart(("image", b"x" * 1000, "a.png")))
+    with pytest.raises(FileTooLargeError):
+        for _ in range(FORM_OVERHEAD_BYTES // 4096 + 1):
+            reader.feed(b"z" * 4096)
+
+
 def test_form_rejects_empty_image() -> None:
     with pytest.raises(InvalidRequestError, match="empty"):
         read(multipart(("image", b"", "a.png")))
