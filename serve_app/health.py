@@ -6,9 +6,11 @@ whether every Inference replica has loaded its weights and run its warm-up.
 
 from __future__ import annotations
 
+import asyncio
 import math
+import time
 from collections import deque
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -178,6 +180,27 @@ def running_replicas(status: Any, app_name: str) -> dict[str, int]:
         name: sum(count for state, count in deployment.replica_states.items() if state == "RUNNING")
         for name, deployment in application.deployments.items()
     }
+
+
+class RecentAnswer:
+    """The answer of an async computation, reused for ``ttl_s``; callers that arrive while it runs
+    wait for it rather than starting their own. ``/ready`` asks Serve's controller for the replica
+    counts, a remote call that probes from every load balancer would otherwise repeat at their rate."""
+
+    def __init__(self, compute: Callable[[], Awaitable[Answer]], ttl_s: float,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._compute = compute
+        self._ttl_s = ttl_s
+        self._clock = clock
+        self._lock = asyncio.Lock()
+        self._answer: tuple[float, Answer] | None = None
+
+    async def get(self) -> Answer:
+        async with self._lock:
+            if self._answer is None or self._clock() - self._answer[0] >= self._ttl_s:
+                answer = await self._compute()
+                self._answer = (self._clock(), answer)
+            return self._answer[1]
 
 
 def _not_ready(detail: str) -> Answer:

@@ -46,6 +46,7 @@ from serve_app.health import (
     API_VERSION,
     SERVICE_NAME,
     Answer,
+    RecentAnswer,
     assess_health,
     assess_readiness,
     running_replicas,
@@ -73,6 +74,7 @@ logger = logging.getLogger("ray.serve")
 
 # Probes answer within a few seconds even while Telemetry or the controller is busy starting.
 _PROBE_TIMEOUT_S = 2.0
+_READY_TTL_S = 1.0  # load balancers probe often; one assessment a second per replica serves them all
 
 
 class Base64ResultModel(BaseModel):
@@ -212,6 +214,7 @@ class Ingress:
         self._app_name = serve.get_replica_context().app_name
         self._requests = RequestMetrics()
         self._latency = StageMetrics("ingress")
+        self._readiness = RecentAnswer(self._assess_readiness, ttl_s=_READY_TTL_S)
 
     # -- HTTP ---------------------------------------------------------------------------------
 
@@ -276,16 +279,19 @@ class Ingress:
     @api.api_route(f"{API_PREFIX}/ready", methods=["GET", "HEAD"])
     async def ready(self) -> JSONResponse:
         """200 while the app can serve (a running replica per stage, an Inference replica loaded);
-        503 otherwise."""
+        503 otherwise. Assessed at most once a second per Ingress replica."""
+        answer = await self._readiness.get()
+        headers = {"Retry-After": "5"} if answer.status_code != 200 else {}
+        return JSONResponse(answer.body, status_code=answer.status_code, headers=headers)
+
+    async def _assess_readiness(self) -> Answer:
         try:
             running = await asyncio.wait_for(asyncio.to_thread(self._running_replicas), _PROBE_TIMEOUT_S)
             reports, _ = await asyncio.wait_for(self._telemetry.snapshot.remote(), _PROBE_TIMEOUT_S)
-            answer = assess_readiness(reports, running)
+            return assess_readiness(reports, running)
         except Exception:
             logger.warning("Could not assess readiness", exc_info=True)
-            answer = assess_readiness([], {"Telemetry": 0})
-        headers = {"Retry-After": "5"} if answer.status_code != 200 else {}
-        return JSONResponse(answer.body, status_code=answer.status_code, headers=headers)
+            return assess_readiness([], {"Telemetry": 0})
 
     # -- Python handle API --------------------------------------------------------------------
 

@@ -188,3 +188,29 @@ def test_running_replicas_counts_only_running_ones_from_serve_status() -> None:
     status = ServeStatus(applications={"birefnet": app})
     assert running_replicas(status, "birefnet") == {"Preprocess": 1, "Inference": 0, "Postprocess": 2}
     assert running_replicas(status, "other") == {"application": 0}
+
+
+def test_recent_answer_is_computed_once_for_concurrent_callers_and_again_after_its_ttl() -> None:
+    import asyncio
+
+    from serve_app.health import Answer, RecentAnswer
+
+    now = [100.0]
+    computed: list[float] = []
+
+    async def compute() -> Answer:
+        computed.append(now[0])
+        await asyncio.sleep(0.01)  # the controller's round trip: callers arriving meanwhile wait for it
+        return Answer(200, {"status": "ready", "assessed": len(computed)})
+
+    async def probes() -> list[Answer]:
+        recent = RecentAnswer(compute, ttl_s=1.0, clock=lambda: now[0])
+        burst = await asyncio.gather(*(recent.get() for _ in range(32)))
+        now[0] += 0.5
+        within = await recent.get()
+        now[0] += 0.6
+        return [*burst, within, await recent.get()]
+
+    answers = asyncio.run(probes())
+    assert computed == [100.0, 101.1]
+    assert [a.body["assessed"] for a in answers] == [1] * 33 + [2]
