@@ -20,6 +20,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from serve_app.api_keys import hash_api_key  # noqa: E402
 
 _KEY_BYTES = 32
+# A key of your own must not be guessable: the service answers every wrong key with a 401 and counts
+# none of them (docs/deployment.md: rate-limit 401s at the edge). 16 random URL-safe characters
+# carry 96 bits; the generated keys have 43 (256 bits).
+MIN_KEY_CHARACTERS = 16
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -31,6 +35,9 @@ def main(argv: list[str] | None = None) -> int:
         key = sys.stdin.read().strip()
         if not key:
             parser.error("no key on stdin")
+        if len(key) < MIN_KEY_CHARACTERS:
+            parser.error(f"a key of {len(key)} characters is guessable; use at least {MIN_KEY_CHARACTERS} "
+                         "random ones, or let this script make one")
     else:
         key = secrets.token_urlsafe(_KEY_BYTES)
         print(f"API key (give it to the client; it is not stored anywhere): {key}", file=sys.stderr)

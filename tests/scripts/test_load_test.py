@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import io
 import subprocess
@@ -66,16 +67,20 @@ def test_non_loopback_hosts_are_refused_unless_allowed() -> None:
     load_test.require_loopback("http://192.0.2.7:55433", allow_remote=True)
 
 
+def _hash_key_from_stdin(key: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, str(REPO / "scripts" / "hash_api_key.py"), "--stdin", "--tier", "pro"],
+                          input=key, capture_output=True, text=True, timeout=60)
+
+
 def test_hash_api_key_prints_the_registry_entry() -> None:
-    result = subprocess.run(
-        [sys.executable, str(REPO / "scripts" / "hash_api_key.py"), "--stdin", "--tier", "pro"],
-        input="abc",
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    assert result.stdout == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad pro\n"
+    result = _hash_key_from_stdin("correct-horse-battery")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"{hashlib.sha256(b'correct-horse-battery').hexdigest()} pro\n"
+
+
+def test_hash_api_key_refuses_a_guessable_key() -> None:
+    result = _hash_key_from_stdin("abc")
+    assert result.returncode == 2 and "guessable" in result.stderr and not result.stdout
 
 
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads /proc")
