@@ -243,9 +243,16 @@ def _grey_key_png(data: bytes, image: Image.Image) -> tuple[np.ndarray, np.ndarr
     grey = np.asarray(image)
     bit_depth = data[24]  # in IHDR, the first chunk: after the signature, its length, type, width, height
     key = int(image.info["transparency"]) * (255 // ((1 << bit_depth) - 1) if bit_depth < 8 else 1)
+    return _grey_with_key(grey, grey == key)
+
+
+def _grey_with_key(grey: np.ndarray, transparent: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
+    """RGB from 8-bit grey samples, and the alpha of the samples a tRNS key made ``transparent``
+    (None without a key, or when no sample matched it)."""
     rgb = cv2.cvtColor(grey, cv2.COLOR_GRAY2RGB)
-    transparent = grey == key
-    return rgb, (np.where(transparent, 0, 255).astype(np.uint8) if transparent.any() else None)
+    if transparent is None or not transparent.any():
+        return rgb, None
+    return rgb, np.where(transparent, 0, 255).astype(np.uint8)
 
 
 def _pillow_to_arrays(image: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
@@ -256,11 +263,8 @@ def _pillow_to_arrays(image: Image.Image) -> tuple[np.ndarray, np.ndarray | None
         return np.array(image), None
     if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
         samples = np.asarray(image)
-        grey = cv2.cvtColor(_sixteen_bit_to_uint8(samples), cv2.COLOR_GRAY2RGB)
         key = image.info.get("transparency")  # a grey PNG's tRNS: the one transparent sample value
-        if isinstance(key, int) and (samples == key).any():
-            return grey, np.where(samples == key, 0, 255).astype(np.uint8)
-        return grey, None
+        return _grey_with_key(_sixteen_bit_to_uint8(samples), samples == key if isinstance(key, int) else None)
     if "A" in image.getbands() or "a" in image.getbands() or "transparency" in image.info:
         rgba = np.asarray(image if mode == "RGBA" else image.convert("RGBA"))
         alpha = np.ascontiguousarray(rgba[..., 3])

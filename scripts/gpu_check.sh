@@ -63,13 +63,12 @@ if [ "$DRY" = "1" ]; then
     # Same background pre-warm and wait, on the eager backend (instant).
     PREWARM=(--device cpu --threads 1 --variants demo --size 64x64 --backends eager --dtypes float32 --batches 1
              --build-only --engine-cache-dir "$CACHE_DIR")
-    BENCH_EAGER=(--device cpu --threads 2 --variants demo --size 64x64 --backends eager,tensorrt
-                 --dtypes float32,float16 --batches 1,2 --latency-runs 3 --throughput-runs 1 --warmup 1
-                 --agreement-inputs 2 --equivalence)
+    DRY_BENCH=(--device cpu --threads 2 --variants demo --size 64x64 --batches 1,2 --latency-runs 3
+               --throughput-runs 1 --warmup 1 --agreement-inputs 2)
+    BENCH_EAGER=("${DRY_BENCH[@]}" --backends eager,tensorrt --dtypes float32,float16 --equivalence)
     # The compile step's row layout (--per-batch), on the eager backend: compiling on a CPU takes minutes.
     COMPILED_STEP="benchmark: a row per batch size (eager here, TensorRT and torch.compile on the GPU)"
-    BENCH_COMPILED=(--device cpu --threads 2 --variants demo --size 64x64 --backends eager --dtypes float32
-                    --batches 1,2 --per-batch --latency-runs 3 --throughput-runs 1 --warmup 1 --agreement-inputs 2)
+    BENCH_COMPILED=("${DRY_BENCH[@]}" --backends eager --dtypes float32 --per-batch)
     BENCH_DEFORM=(--device cpu --threads 2 --batch 1 --channels 8 --out-channels 8 --size 16 --repeats 2)
     LIMITS=(60 120 60 30 60)
 else

@@ -60,9 +60,14 @@ def parse_content_length(value: str | None) -> int | None:
     return int(value)
 
 
+def _max_body_bytes(max_file_bytes: int) -> int:
+    """The largest body a form with an image within the limit can need."""
+    return max_file_bytes + FORM_OVERHEAD_BYTES
+
+
 def check_declared_length(length: int | None, max_file_bytes: int) -> None:
     """413 before reading anything when the declared body cannot hold an image within the limit."""
-    if length is not None and length > max_file_bytes + FORM_OVERHEAD_BYTES:
+    if length is not None and length > _max_body_bytes(max_file_bytes):
         raise file_too_large(length, max_file_bytes)
 
 
@@ -150,7 +155,7 @@ class RemovalFormReader:
     def feed(self, chunk: bytes) -> None:
         """Parse the next piece of the body."""
         self._body_bytes += len(chunk)
-        if self._body_bytes > self._max_file_bytes + FORM_OVERHEAD_BYTES:  # a chunked body has no declared size
+        if self._body_bytes > _max_body_bytes(self._max_file_bytes):  # a chunked body declares no size
             raise file_too_large(self._body_bytes, self._max_file_bytes)
         try:
             self._parser.write(chunk)
