@@ -155,8 +155,11 @@ def _set_default_tier_rule(args: dict[str, Any], period_s: float, limit: int) ->
     tier = rate_limit.get("default_tier", defaults.default_tier)
     default_tiers = {name: [rule.model_dump() for rule in rules] for name, rules in defaults.tiers.items()}
     tiers = rate_limit.setdefault("tiers", default_tiers)
-    rules = [rule for rule in tiers.get(tier, []) if float(rule["period_s"]) != period_s]
-    tiers[tier] = sorted([*rules, {"limit": limit, "period_s": period_s}], key=lambda rule: -float(rule["period_s"]))
+    # A concurrency cap ({concurrent}) has no period: it stays, after the rate rules.
+    rules = [rule for rule in tiers.get(tier, []) if float(rule.get("period_s", 0)) != period_s]
+    tiers[tier] = sorted(
+        [*rules, {"limit": limit, "period_s": period_s}], key=lambda rule: -float(rule.get("period_s", 0))
+    )
 
 
 def _deployment(app: dict[str, Any], name: str) -> dict[str, Any]:

@@ -173,19 +173,37 @@ class RateRule(_Strict):
         return f"{self.limit} {noun} per {self.period_s:g} seconds"
 
 
-_SPEC_RULES = (RateRule(limit=30, period_s=60.0), RateRule(limit=3, period_s=1.0))
+class ConcurrencyRule(_Strict):
+    """At most ``concurrent`` requests of one client open at once: admitted and not yet answered
+    (uploading, queued or being processed)."""
+
+    concurrent: int = Field(ge=1)
+
+    @property
+    def limit(self) -> int:
+        return self.concurrent
+
+    def describe(self) -> str:
+        """``"3 concurrent requests"`` for the 429 ``detail``."""
+        return f"{self.concurrent} concurrent request{'' if self.concurrent == 1 else 's'}"
 
 
-def _default_tiers() -> dict[str, tuple[RateRule, ...]]:
+TierRule = RateRule | ConcurrencyRule
+
+# The spec's "30/minute" and "3/second  # Max 3 concurrent requests", all three enforced.
+_SPEC_RULES = (RateRule(limit=30, period_s=60.0), RateRule(limit=3, period_s=1.0), ConcurrencyRule(concurrent=3))
+
+
+def _default_tiers() -> dict[str, tuple[TierRule, ...]]:
     return {
         "free": _SPEC_RULES,
-        "basic": (RateRule(limit=120, period_s=60.0), RateRule(limit=10, period_s=1.0)),
-        "pro": (RateRule(limit=600, period_s=60.0), RateRule(limit=30, period_s=1.0)),
+        "basic": (RateRule(limit=120, period_s=60.0), RateRule(limit=10, period_s=1.0), ConcurrencyRule(concurrent=10)),
+        "pro": (RateRule(limit=600, period_s=60.0), RateRule(limit=30, period_s=1.0), ConcurrencyRule(concurrent=30)),
     }
 
 
 class RateLimitArgs(_Strict):
-    """Cluster-wide per-client rate limits (spec §6.2: 30/minute and 3/second).
+    """Cluster-wide per-client rate limits (spec §6.2: 30/minute, 3/second, 3 concurrent).
 
     A client is its API key when the key is listed in the ``api_keys`` registry (its tier comes
     from there), and its address otherwise: an unknown key gets the default tier, counted against
@@ -193,21 +211,32 @@ class RateLimitArgs(_Strict):
 
     Attributes:
         enabled: off in the local configs, on in ``serve_config.yaml``.
-        tiers: tier name → rules that must all hold.
+        tiers: tier name → rules that must all hold: at least one rate rule
+            (``{limit, period_s}``) and at most one concurrency cap (``{concurrent}``).
         default_tier: the tier of clients without a known key, and of keys listed without a tier.
+        open_request_ttl_s: the longest an admitted request counts towards its client's
+            concurrency cap: the bound on what a request whose end is never reported (its Ingress
+            replica died) costs the client. A request that lasts longer stops counting; the
+            default is above ``http_options.request_timeout_s`` (60 s), which ends any request.
     """
 
     enabled: bool = True
-    tiers: dict[str, tuple[RateRule, ...]] = Field(default_factory=_default_tiers)
+    tiers: dict[str, tuple[TierRule, ...]] = Field(default_factory=_default_tiers)
     default_tier: str = "free"
+    open_request_ttl_s: float = Field(default=120.0, gt=0)
 
     @model_validator(mode="after")
     def _tiers_exist(self) -> RateLimitArgs:
         if self.default_tier not in self.tiers:
             raise ValueError(f"default_tier {self.default_tier!r} is not one of tiers {sorted(self.tiers)}")
-        empty = [name for name, rules in self.tiers.items() if not rules]
-        if empty:
-            raise ValueError(f"tiers {empty} have no rules")
+        no_rate = [name for name, rules in self.tiers.items() if not any(isinstance(r, RateRule) for r in rules)]
+        if no_rate:
+            raise ValueError(f"tiers {no_rate} have no rate rule ({{limit, period_s}})")
+        two_caps = [
+            name for name, rules in self.tiers.items() if sum(isinstance(r, ConcurrencyRule) for r in rules) > 1
+        ]
+        if two_caps:
+            raise ValueError(f"tiers {two_caps} have more than one concurrency rule ({{concurrent}})")
         return self
 
 

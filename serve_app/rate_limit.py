@@ -1,25 +1,34 @@
-"""Per-client sliding-window rate limiting (spec §6.2), as plain Python.
+"""Per-client rate limiting (spec §6.2), as plain Python.
 
-The ``RateLimiter`` deployment holds one :class:`SlidingWindowLimiter` for the whole cluster, so
-every ingress replica draws from the same counts. A client's accepted requests are kept as a
-sorted list of timestamps no longer than its longest window; a request is accepted when every
-rule of the client's tier still has room.
+The ``RateLimiter`` deployment holds one :class:`ClientLimiter` for the whole cluster, so every
+ingress replica draws from the same counts. Two kinds of rule make up a tier:
+
+* rate rules, kept by :class:`SlidingWindowLimiter`: a client's accepted requests are a sorted list
+  of timestamps no longer than its longest window, and a request is accepted when every rule still
+  has room;
+* an optional concurrency cap, kept by :class:`OpenRequests`: each admitted request holds a lease
+  until the Ingress reports its end, or until the lease expires (an Ingress that died).
 """
 
 from __future__ import annotations
 
+import asyncio
 import bisect
+import contextlib
+import itertools
 import math
 import time
+import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 
 from pipelines.errors import RateLimitExceededError
 from serve_app.api_keys import KeyMatch
-from serve_app.args import RateRule
+from serve_app.args import ConcurrencyRule, RateRule, TierRule
 
 _SWEEP_EVERY = 1024
+_CAP_RETRY_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -32,13 +41,16 @@ class RateDecision:
         remaining: requests left under ``rule`` after this one.
         reset_at: wall-clock seconds when ``rule`` next frees a slot.
         retry_after_s: seconds until a refused request would be accepted; 0 when allowed.
+        lease: for an allowed request of a tier with a concurrency cap, what to hand back to
+            :meth:`ClientLimiter.release` when the request ends.
     """
 
     allowed: bool
-    rule: RateRule
+    rule: RateRule | ConcurrencyRule
     remaining: int
     reset_at: float
     retry_after_s: float
+    lease: str | None = None
 
 
 def client_identity(key: KeyMatch | None, address: str, default_tier: str) -> tuple[str, str]:
@@ -100,6 +112,133 @@ class SlidingWindowLimiter:
         ]
         for client in idle:
             del self._history[client]
+
+
+class OpenRequests:
+    """Each client's open requests, as leases that expire ``ttl_s`` after they were taken.
+
+    Args:
+        ttl_s: the longest a lease counts without being closed.
+        clock: wall-clock seconds; injected in tests.
+    """
+
+    def __init__(self, ttl_s: float, clock: Callable[[], float] = time.time):
+        self._ttl_s = ttl_s
+        self._clock = clock
+        self._expiry: dict[str, dict[str, float]] = {}  # client → lease → expiry
+        self._client_of: dict[str, str] = {}  # lease → client
+        # Leases outlive a restarted limiter in the Ingress: a new prefix keeps old ones unknown.
+        prefix = uuid.uuid4().hex[:12]
+        self._ids = (f"{prefix}-{n}" for n in itertools.count())
+        self._calls = 0
+
+    def count(self, client: str) -> int:
+        """The client's open requests, after dropping its expired leases."""
+        leases = self._expiry.get(client)
+        if not leases:
+            return 0
+        now = self._clock()
+        for lease in [lease for lease, expiry in leases.items() if expiry <= now]:
+            self._close(client, lease)
+        return len(self._expiry.get(client, ()))
+
+    def open(self, client: str) -> str:
+        """Count one more open request of ``client``; the lease to close it with."""
+        self._calls += 1
+        if self._calls % _SWEEP_EVERY == 0:
+            for known in list(self._expiry):
+                self.count(known)
+        lease = next(self._ids)
+        self._expiry.setdefault(client, {})[lease] = self._clock() + self._ttl_s
+        self._client_of[lease] = client
+        return lease
+
+    def close(self, lease: str) -> None:
+        """End an open request; unknown or expired leases are ignored."""
+        client = self._client_of.get(lease)
+        if client is not None:
+            self._close(client, lease)
+
+    def _close(self, client: str, lease: str) -> None:
+        del self._client_of[lease]
+        leases = self._expiry[client]
+        del leases[lease]
+        if not leases:
+            del self._expiry[client]
+
+
+class ClientLimiter:
+    """A tier's rate rules and concurrency cap, applied together.
+
+    A request refused by either is not counted by the other. Refusals for the cap ask the client
+    to retry after a second: when one of its requests ends is not known in advance.
+
+    Releases travel apart from the answers (fire and forget, so they cost a request nothing), and
+    a client that sends its next request as soon as it has an answer could overtake its own
+    release. :meth:`admit` therefore lets a request at the cap wait ``release_grace_s`` for a
+    release before refusing it.
+
+    Args:
+        tiers: tier name → rules (see :class:`serve_app.args.RateLimitArgs`).
+        open_request_ttl_s: the longest a lease counts without being released.
+        clock: wall-clock seconds; injected in tests.
+    """
+
+    def __init__(
+        self,
+        tiers: Mapping[str, Sequence[TierRule]],
+        open_request_ttl_s: float,
+        clock: Callable[[], float] = time.time,
+        release_grace_s: float = 0.25,
+    ):
+        self._clock = clock
+        self._release_grace_s = release_grace_s
+        self._released: asyncio.Condition | None = None  # made on first use, in the serving loop
+        self._rates = SlidingWindowLimiter(
+            {name: [rule for rule in rules if isinstance(rule, RateRule)] for name, rules in tiers.items()}, clock
+        )
+        self._caps = {
+            name: rule for name, rules in tiers.items() for rule in rules if isinstance(rule, ConcurrencyRule)
+        }
+        self._open = OpenRequests(open_request_ttl_s, clock)
+
+    def acquire(self, client: str, tier: str) -> RateDecision:
+        """Admit one request of ``client`` if its tier allows it. Raises KeyError for unknown tiers."""
+        cap = self._caps.get(tier)
+        if cap is not None and self._open.count(client) >= cap.concurrent:
+            now = self._clock()
+            return RateDecision(False, cap, 0, now + _CAP_RETRY_S, _CAP_RETRY_S)
+        decision = self._rates.acquire(client, tier)
+        if decision.allowed and cap is not None:
+            decision = replace(decision, lease=self._open.open(client))
+        return decision
+
+    async def admit(self, client: str, tier: str) -> RateDecision:
+        """:meth:`acquire`, but a request refused only for the cap waits up to ``release_grace_s``
+        for one of its client's requests to end. Not thread-safe: call from one event loop."""
+        decision = self.acquire(client, tier)
+        if decision.allowed or not isinstance(decision.rule, ConcurrencyRule):
+            return decision
+        if self._released is None:
+            self._released = asyncio.Condition()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._release_grace_s
+        async with self._released:
+            while not decision.allowed and isinstance(decision.rule, ConcurrencyRule):
+                left = deadline - loop.time()
+                if left <= 0:
+                    break
+                with contextlib.suppress(asyncio.TimeoutError):  # not the builtin on Python 3.10
+                    await asyncio.wait_for(self._released.wait(), left)
+                decision = self.acquire(client, tier)
+        return decision
+
+    async def release(self, lease: str) -> None:
+        """The request holding ``lease`` has ended."""
+        self._open.close(lease)
+        if self._released is not None:
+            async with self._released:
+                self._released.notify_all()
 
 
 def rate_limit_headers(decision: RateDecision) -> dict[str, str]:

@@ -19,7 +19,7 @@ from ray.serve.schema import ServeDeploySchema
 
 from scripts.container_config import ENVIRONMENT, container_config
 from serve_app import API_PREFIX
-from serve_app.args import AppArgs
+from serve_app.args import AppArgs, ConcurrencyRule, RateRule
 from serve_app.batching import BatchConfig
 
 REPO = Path(__file__).resolve().parents[2]
@@ -81,8 +81,9 @@ def test_spec_environment_variables_override_the_config(name: str) -> None:
     assert args.model.backend == "tensorrt" and args.model.cudnn_benchmark is False
     assert (args.upload.max_file_mb, args.upload.max_megapixels, args.ingress.timeout_s) == (20, 25, 90)
     assert args.rate_limit.enabled
-    rules = {rule.period_s: rule.limit for rule in args.rate_limit.tiers[args.rate_limit.default_tier]}
-    assert rules == {60: 100, 1: 5}
+    tier = args.rate_limit.tiers[args.rate_limit.default_tier]
+    assert {rule.period_s: rule.limit for rule in tier if isinstance(rule, RateRule)} == {60: 100, 1: 5}
+    assert [rule.concurrent for rule in tier if isinstance(rule, ConcurrencyRule)] == [3]  # the spec's cap stays
     inference = next(d for d in app["deployments"] if d["name"] == "Inference")
     assert BatchConfig.model_validate(inference["user_config"]).max_batch_size == 12
     assert inference["max_ongoing_requests"] >= 24

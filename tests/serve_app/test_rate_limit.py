@@ -1,10 +1,22 @@
-"""Sliding-window rate limiting: the spec's 30/minute and 3/second, tiers and the 429 body."""
+"""Rate limiting: the spec's 30/minute, 3/second and 3 concurrent, tiers and the 429 body."""
 
 from __future__ import annotations
 
+import asyncio
+import time
+
+import pytest
+from pydantic import ValidationError
+
 from serve_app.api_keys import ApiKeyRegistry, hash_api_key
-from serve_app.args import RateRule
-from serve_app.rate_limit import SlidingWindowLimiter, client_identity, rate_limit_error, rate_limit_headers
+from serve_app.args import ConcurrencyRule, RateLimitArgs, RateRule
+from serve_app.rate_limit import (
+    ClientLimiter,
+    SlidingWindowLimiter,
+    client_identity,
+    rate_limit_error,
+    rate_limit_headers,
+)
 
 SPEC = {"free": (RateRule(limit=30, period_s=60), RateRule(limit=3, period_s=1))}
 
@@ -122,3 +134,140 @@ def test_rule_descriptions() -> None:
     assert RateRule(limit=30, period_s=60).describe() == "30 requests per minute"
     assert RateRule(limit=3, period_s=1).describe() == "3 requests per second"
     assert RateRule(limit=5, period_s=10).describe() == "5 requests per 10 seconds"
+
+
+# -- the concurrency cap ----------------------------------------------------------------------------
+
+CAPPED = {"free": (RateRule(limit=30, period_s=60), ConcurrencyRule(concurrent=2))}
+
+
+def test_cap_refuses_while_requests_are_open_and_admits_after_one_ends() -> None:
+    limiter = ClientLimiter(CAPPED, open_request_ttl_s=120, clock=Clock())
+    first, second, third = (limiter.acquire("a", "free") for _ in range(3))
+    assert first.allowed and second.allowed and not third.allowed
+    assert first.lease is not None and second.lease is not None and first.lease != second.lease
+    assert third.rule == ConcurrencyRule(concurrent=2) and third.lease is None
+    assert limiter.acquire("b", "free").allowed  # another client has its own count
+    asyncio.run(limiter.release(first.lease))
+    asyncio.run(limiter.release(first.lease))  # twice: no effect
+    assert limiter.acquire("a", "free").allowed
+    assert not limiter.acquire("a", "free").allowed
+
+
+def test_cap_refusals_are_not_counted_by_the_rate_rules() -> None:
+    limiter = ClientLimiter({"free": (RateRule(limit=3, period_s=60), ConcurrencyRule(concurrent=1))}, 120, Clock())
+    held = limiter.acquire("a", "free")
+    assert [limiter.acquire("a", "free").allowed for _ in range(5)] == [False] * 5
+    assert held.lease is not None
+    asyncio.run(limiter.release(held.lease))
+    after = limiter.acquire("a", "free")
+    assert after.allowed and after.remaining == 1  # 2 of 3 used: the refusals took nothing
+
+
+def test_rate_refusals_take_no_lease() -> None:
+    limiter = ClientLimiter({"free": (RateRule(limit=1, period_s=60), ConcurrencyRule(concurrent=5))}, 120, Clock())
+    first = limiter.acquire("a", "free")
+    refused = limiter.acquire("a", "free")
+    assert first.allowed and not refused.allowed and refused.lease is None
+    assert isinstance(refused.rule, RateRule)
+
+
+def test_admit_at_the_cap_waits_briefly_for_its_clients_release() -> None:
+    """A client's next request may reach the limiter just before the release of its last one."""
+
+    async def scenario() -> tuple[bool, bool, float]:
+        limiter = ClientLimiter(CAPPED, open_request_ttl_s=120, clock=Clock(), release_grace_s=5.0)
+        leases = [(await limiter.admit("a", "free")).lease for _ in range(2)]
+        assert None not in leases
+        other = await limiter.admit("b", "free")  # another client is not held up
+        waiting = asyncio.create_task(limiter.admit("a", "free"))
+        await asyncio.sleep(0.05)
+        assert other.lease is not None
+        await limiter.release(other.lease)  # someone else's release: still at the cap
+        await asyncio.sleep(0.05)
+        still_waiting = not waiting.done()
+        started = time.monotonic()
+        await limiter.release(str(leases[0]))
+        admitted = await waiting
+        return still_waiting, admitted.allowed, time.monotonic() - started
+
+    still_waiting, allowed, waited = asyncio.run(scenario())
+    assert still_waiting and allowed and waited < 1.0
+
+
+def test_admit_refuses_at_the_cap_once_the_grace_is_over() -> None:
+    async def scenario() -> tuple[bool, float, bool, float]:
+        limiter = ClientLimiter(CAPPED, open_request_ttl_s=120, clock=Clock(), release_grace_s=0.2)
+        for _ in range(2):
+            await limiter.admit("a", "free")
+        started = time.monotonic()
+        capped = await limiter.admit("a", "free")
+        capped_s = time.monotonic() - started
+        rated = ClientLimiter({"free": (RateRule(limit=1, period_s=60), ConcurrencyRule(concurrent=9))}, 120, Clock(),
+                              release_grace_s=5.0)
+        await rated.admit("a", "free")
+        started = time.monotonic()
+        refused = await rated.admit("a", "free")  # the rate rule refuses at once: no release can help
+        return capped.allowed, capped_s, refused.allowed, time.monotonic() - started
+
+    capped, capped_s, rated, rated_s = asyncio.run(scenario())
+    assert not capped and 0.15 < capped_s < 2.0
+    assert not rated and rated_s < 0.1
+
+
+def test_a_lease_never_released_expires() -> None:
+    clock = Clock()
+    limiter = ClientLimiter(CAPPED, open_request_ttl_s=120, clock=clock)
+    limiter.acquire("a", "free")
+    limiter.acquire("a", "free")
+    clock.now += 119
+    assert not limiter.acquire("a", "free").allowed
+    clock.now += 1.5
+    assert limiter.acquire("a", "free").allowed
+
+
+def test_tiers_without_a_cap_hand_out_no_leases() -> None:
+    decision = ClientLimiter(SPEC, 120, Clock()).acquire("a", "free")
+    assert decision.allowed and decision.lease is None
+
+
+def test_cap_refusal_is_a_429_asking_for_a_retry_in_a_second() -> None:
+    clock = Clock(1_762_526_655.0)
+    limiter = ClientLimiter({"free": (RateRule(limit=30, period_s=60), ConcurrencyRule(concurrent=1))}, 120, clock)
+    limiter.acquire("a", "free")
+    refused = limiter.acquire("a", "free")
+    error = rate_limit_error(refused)
+    assert error.to_body() == {
+        "detail": "Rate limit exceeded: 1 concurrent request",
+        "error_code": "RATE_LIMIT_EXCEEDED",
+        "retry_after_seconds": 1,
+        "requests_remaining": 0,
+        "limit_reset_at": "2025-11-07T14:44:16Z",
+    }
+    assert rate_limit_headers(refused) == {
+        "X-RateLimit-Limit": "1",
+        "X-RateLimit-Remaining": "0",
+        "X-RateLimit-Reset": "1762526656",
+    }
+
+
+def test_default_tiers_follow_the_spec() -> None:
+    free = RateLimitArgs().tiers["free"]
+    assert {rule.describe() for rule in free} == {
+        "30 requests per minute",
+        "3 requests per second",
+        "3 concurrent requests",
+    }
+
+
+@pytest.mark.parametrize(
+    "rules, message",
+    [
+        ([{"concurrent": 3}], "no rate rule"),
+        ([{"limit": 3, "period_s": 1}, {"concurrent": 3}, {"concurrent": 4}], "more than one concurrency rule"),
+        ([{"limit": 3, "period_s": 1}, {"concurrent": 0}], "greater than or equal to 1"),
+    ],
+)
+def test_tier_rules_are_checked(rules: list[dict[str, float]], message: str) -> None:
+    with pytest.raises(ValidationError, match=message):
+        RateLimitArgs(tiers={"free": rules})
