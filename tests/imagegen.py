@@ -26,7 +26,7 @@ def photo_like_rgb(width: int, height: int, seed: int = 0, noise_sigma: float = 
     would flatter every PNG encoder and hide resize aliasing).
     """
     rng = np.random.default_rng(seed)
-    image = np.zeros((height, width, 3), np.float32)
+    image: np.ndarray = np.zeros((height, width, 3), np.float32)
     for cells, weight in ((3, 90.0), (12, 40.0), (48, 20.0)):
         coarse = rng.uniform(-1.0, 1.0, (cells, max(2, cells * width // max(height, 1)), 3)).astype(np.float32)
         image += weight * cv2.resize(coarse, (width, height), interpolation=cv2.INTER_CUBIC)
