@@ -10,6 +10,7 @@ through the object store and never through this process.
 # No ``from __future__ import annotations`` here: FastAPI reads the route signatures at runtime
 # after Serve has rebound them, and string annotations would turn ``request`` into a query field.
 import asyncio
+import contextvars
 import logging
 import time
 from collections.abc import Mapping
@@ -247,13 +248,16 @@ class Ingress:
             response = self._result_response(form, cutout, started)
         except asyncio.CancelledError:
             self._finish("remove", CLIENT_CLOSED_REQUEST, started, None)
+            self._release(decision)
             raise
         except Exception as exc:
             if is_client_gone(exc):
                 self._finish("remove", CLIENT_CLOSED_REQUEST, started, None)
+                self._release(decision)
                 return Response(status_code=CLIENT_CLOSED_REQUEST)
             response, error_code = self._error_response(exc)
         if decision is not None:
+            self._release(decision)
             response.headers.update(rate_limit_headers(decision))
         self._finish("remove", response.status_code, started, error_code)
         return response
@@ -368,6 +372,18 @@ class Ingress:
         if not decision.allowed:
             raise _RateLimited(decision)
         return decision
+
+    def _release(self, decision: RateDecision | None) -> None:
+        """End the request's concurrency lease, fire and forget (the limiter gives a request at the
+        cap a moment for it to land). Sent from an empty context, not this request's: Serve cancels
+        a cancelled request's pending handle calls with it, and a client that went away is when a
+        release matters. A lease never released expires (``rate_limit.open_request_ttl_s``)."""
+        if decision is None or decision.lease is None or self._rate_limiter is None:
+            return
+        try:
+            contextvars.Context().run(self._rate_limiter.release.remote, decision.lease)
+        except Exception:
+            logger.warning("Could not release a rate-limit lease", exc_info=True)
 
     async def _read_form(self, request: Request, length: int | None) -> RemovalForm:
         reader = RemovalFormReader(

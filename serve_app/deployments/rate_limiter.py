@@ -1,7 +1,8 @@
 """RateLimiter: the cluster-wide request counts behind 429 RATE_LIMIT_EXCEEDED.
 
-One replica holds every client's window, so the limit holds however many ingress replicas there
-are. Deploy it with exactly one replica; it is not deployed when rate limiting is off.
+One replica holds every client's windows and open requests, so the limits hold however many
+ingress replicas there are. Deploy it with exactly one replica; it is not deployed when rate
+limiting is off.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from ray import serve
 from serve_app.api_keys import KeyMatch
 from serve_app.args import RateLimitArgs
 from serve_app.logs import configure_replica_logging
-from serve_app.rate_limit import RateDecision, SlidingWindowLimiter, client_identity
+from serve_app.rate_limit import ClientLimiter, RateDecision, client_identity
 
 
 @serve.deployment(num_replicas=1, max_ongoing_requests=1000, ray_actor_options={"num_cpus": 0.05})
@@ -19,10 +20,14 @@ class RateLimiter:
     def __init__(self, args: RateLimitArgs):
         configure_replica_logging()
         self._args = args
-        self._limiter = SlidingWindowLimiter(args.tiers)
+        self._limiter = ClientLimiter(args.tiers, args.open_request_ttl_s)
 
-    # An async method runs on the event loop one call at a time: the windows need no lock.
+    # Async methods share one event loop, so the counts need no lock.
     async def acquire(self, key: KeyMatch | None, address: str) -> RateDecision:
-        """Count one request of the client behind ``key`` (a registry match) / ``address``."""
+        """Count one request of the client behind ``key`` (a registry match) / ``address``; an
+        allowed decision's ``lease``, if any, goes back to :meth:`release` when the request ends."""
         client, tier = client_identity(key, address, self._args.default_tier)
-        return self._limiter.acquire(client, tier)
+        return await self._limiter.admit(client, tier)
+
+    async def release(self, lease: str) -> None:
+        await self._limiter.release(lease)

@@ -2,7 +2,7 @@
 
 Three applications run side by side, deployed from config dicts the way ``serve run`` deploys a file:
 
-* ``birefnet`` at ``/``: ``configs/offline.yaml`` (demo BiRefNet) with a rate-limited test key,
+* ``birefnet`` at ``/``: ``configs/offline.yaml`` (demo BiRefNet) with rate-limited test keys,
   faster model reports and its replicas' ``TMPDIR`` pointed at a folder the tests watch;
 * ``faulty`` at ``/faulty``: the same graph around a scripted segmenter (``fakes.py``) whose
   weights appear only when the test writes them, with a 2 s deadline and a one-slot queue, so
@@ -37,6 +37,7 @@ from tests import imagegen
 ROOT = Path(__file__).resolve().parents[2]
 PREFIX = "/api/background-removal"
 LIMITED_KEY = "limited-key"
+SINGLE_KEY = "single-request-key"  # one request open at a time
 # The ``secured`` app's keys: one listed in its key file, one in the environment variable it names.
 FILE_KEY = "file-key-3c1d9a"
 ENV_KEY = "env-key-77b0e2"
@@ -87,9 +88,13 @@ def deploy_config(port: int, weights: Path, scratch: Path, key_file: Path) -> di
     main["args"]["rate_limit"] = {
         "enabled": True,
         "default_tier": "free",
-        "tiers": {"free": [{"limit": 100000, "period_s": 60}], "tiny": [{"limit": 3, "period_s": 60}]},
+        "tiers": {
+            "free": [{"limit": 100000, "period_s": 60}],
+            "tiny": [{"limit": 3, "period_s": 60}],
+            "single": [{"limit": 100000, "period_s": 60}, {"concurrent": 1}],
+        },
     }
-    main["args"]["api_keys"] = {"hashes": {hash_api_key(LIMITED_KEY): "tiny"}}
+    main["args"]["api_keys"] = {"hashes": {hash_api_key(LIMITED_KEY): "tiny", hash_api_key(SINGLE_KEY): "single"}}
     main["deployments"].append({"name": "RateLimiter", "num_replicas": 1, "ray_actor_options": {"num_cpus": 0.05}})
     sliver = {"num_replicas": 1, "ray_actor_options": {"num_cpus": 0.05}}
     faulty = {

@@ -11,7 +11,7 @@ from pydantic import ValidationError
 from ray.serve.config import AutoscalingConfig
 from ray.serve.schema import DeploymentSchema, RayActorOptionsSchema, ServeDeploySchema
 
-from serve_app.args import AppArgs, RateRule
+from serve_app.args import AppArgs, ConcurrencyRule, RateLimitArgs, RateRule
 from serve_app.batching import BatchConfig
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -142,7 +142,9 @@ def test_production_config_has_the_spec_limits() -> None:
     args = AppArgs.model_validate(load(ROOT / "serve_config.yaml")["applications"][0]["args"])
     assert args.model.variant == "general" and args.model.device == "auto"
     assert args.rate_limit.enabled
-    assert set(args.rate_limit.tiers["free"]) == {RateRule(limit=30, period_s=60), RateRule(limit=3, period_s=1)}
+    spec = {RateRule(limit=30, period_s=60), RateRule(limit=3, period_s=1), ConcurrencyRule(concurrent=3)}
+    assert set(args.rate_limit.tiers["free"]) == spec
+    assert args.rate_limit.tiers == RateLimitArgs().tiers  # the file spells out the defaults
     assert args.upload.max_file_bytes == 10 * 1024 * 1024
     assert args.ingress.timeout_s == 30
 

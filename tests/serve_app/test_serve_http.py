@@ -2,7 +2,7 @@
 
 Two applications run side by side there:
 
-* ``birefnet`` at ``/``: ``configs/offline.yaml`` (demo BiRefNet) with a rate-limited test key
+* ``birefnet`` at ``/``: ``configs/offline.yaml`` (demo BiRefNet) with rate-limited test keys
   and faster model reports;
 * ``faulty`` at ``/faulty``: the same graph around a scripted segmenter (``fakes.py``) whose
   weights appear only when the test writes them, with a 2 s deadline and a one-slot queue, so
@@ -34,7 +34,7 @@ from PIL import Image
 
 from tests import imagegen
 from tests.serve_app import fakes, spec_examples
-from tests.serve_app.conftest import LIMITED_KEY, PREFIX, Service, flat_jpeg, poll
+from tests.serve_app.conftest import LIMITED_KEY, PREFIX, SINGLE_KEY, Service, flat_jpeg, poll
 
 pytestmark = pytest.mark.serve
 
@@ -313,6 +313,34 @@ def multipart_body(image: bytes) -> tuple[bytes, str]:
     head = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"slow.jpg\"\r\n"
             "Content-Type: image/jpeg\r\n\r\n").encode()
     return head + image + f"\r\n--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
+
+
+def test_an_open_upload_holds_its_clients_concurrency_slot_until_it_ends(service: Service) -> None:
+    """SINGLE_KEY's tier allows one open request. Admission comes before the body is read, so an
+    upload left half-sent holds the slot; when its client goes away, the slot comes back."""
+    url = f"{service.base}{PREFIX}/remove"
+
+    def status(key: str | None = SINGLE_KEY) -> requests.Response:  # admitted requests end in a 400 (no image)
+        return requests.post(url, files={"other": ("a", b"x")}, headers={"X-API-Key": key} if key else {}, timeout=30)
+
+    # The slot is given back before the answer leaves: a client that waits is never refused.
+    assert [status().status_code for _ in range(5)] == [400] * 5
+    body, content_type = multipart_body(flat_jpeg((128, 128, 128)))
+    host, port = service.base.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=15) as sock:
+        sock.sendall((f"POST {PREFIX}/remove HTTP/1.1\r\nHost: {host}\r\nContent-Type: {content_type}\r\n"
+                      f"X-API-Key: {SINGLE_KEY}\r\nContent-Length: {len(body)}\r\n\r\n").encode()
+                     + body[: len(body) // 2])
+        answers: list[requests.Response] = []
+        poll(lambda: answers.append(status()) or answers[-1].status_code == 429, 10, "a 429 beside the open upload")
+        refused = error_body(answers[-1], 429, "RATE_LIMIT_EXCEEDED")
+        assert refused["detail"] == "Rate limit exceeded: 1 concurrent request"
+        assert refused["retry_after_seconds"] == 1 and answers[-1].headers["Retry-After"] == "1"
+        assert answers[-1].headers["X-RateLimit-Limit"] == "1"
+        assert status(key=None).status_code == 400  # the same address without the key: another client
+        time.sleep(1.5)
+        assert status().status_code == 429  # still held
+    poll(lambda: status().status_code == 400, 10, "the slot back once the upload's client left")
 
 
 def test_a_slow_upload_does_not_count_against_the_processing_timeout(faulty_idle: Service) -> None:
