@@ -214,16 +214,15 @@ class RateLimitArgs(_Strict):
         tiers: tier name → rules that must all hold: at least one rate rule
             (``{limit, period_s}``) and at most one concurrency cap (``{concurrent}``).
         default_tier: the tier of clients without a known key, and of keys listed without a tier.
-        open_request_ttl_s: the longest an admitted request counts towards its client's
-            concurrency cap: the bound on what a request whose end is never reported (its Ingress
-            replica died) costs the client. A request that lasts longer stops counting; the
-            default is above ``http_options.request_timeout_s`` (60 s), which ends any request.
+        open_request_ttl_s: how long an open request keeps counting towards its client's
+            concurrency cap once its Ingress replica stops renewing it (every third of this while
+            the request is open): what a replica that died costs the clients it was serving.
     """
 
     enabled: bool = True
     tiers: dict[str, tuple[TierRule, ...]] = Field(default_factory=_default_tiers)
     default_tier: str = "free"
-    open_request_ttl_s: float = Field(default=120.0, gt=0)
+    open_request_ttl_s: float = Field(default=10.0, gt=0)
 
     @model_validator(mode="after")
     def _tiers_exist(self) -> RateLimitArgs:

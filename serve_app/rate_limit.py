@@ -7,7 +7,8 @@ ingress replica draws from the same counts. Two kinds of rule make up a tier:
   of timestamps no longer than its longest window, and a request is accepted when every rule still
   has room;
 * an optional concurrency cap, kept by :class:`OpenRequests`: each admitted request holds a lease
-  until the Ingress reports its end, or until the lease expires (an Ingress that died).
+  until the Ingress reports its end. The Ingress renews its open leases every third of their
+  time to live, so the leases of an Ingress replica that died expire within that time.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import itertools
 import math
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 
@@ -43,6 +44,7 @@ class RateDecision:
         retry_after_s: seconds until a refused request would be accepted; 0 when allowed.
         lease: for an allowed request of a tier with a concurrency cap, what to hand back to
             :meth:`ClientLimiter.release` when the request ends.
+        lease_ttl_s: the lease expires this long after it was taken or last renewed.
     """
 
     allowed: bool
@@ -51,6 +53,7 @@ class RateDecision:
     reset_at: float
     retry_after_s: float
     lease: str | None = None
+    lease_ttl_s: float | None = None
 
 
 def client_identity(key: KeyMatch | None, address: str, default_tier: str) -> tuple[str, str]:
@@ -115,10 +118,11 @@ class SlidingWindowLimiter:
 
 
 class OpenRequests:
-    """Each client's open requests, as leases that expire ``ttl_s`` after they were taken.
+    """Each client's open requests, as leases that expire ``ttl_s`` after they were taken or last
+    renewed.
 
     Args:
-        ttl_s: the longest a lease counts without being closed.
+        ttl_s: the longest a lease counts without being renewed or closed.
         clock: wall-clock seconds; injected in tests.
     """
 
@@ -153,6 +157,18 @@ class OpenRequests:
         self._client_of[lease] = client
         return lease
 
+    def renew(self, leases: Iterable[str]) -> None:
+        """Restart the time to live of ``leases``; unknown or expired ones are ignored."""
+        now = self._clock()
+        for lease in leases:
+            client = self._client_of.get(lease)
+            if client is None:
+                continue
+            if self._expiry[client][lease] <= now:
+                self._close(client, lease)
+            else:
+                self._expiry[client][lease] = now + self._ttl_s
+
     def close(self, lease: str) -> None:
         """End an open request; unknown or expired leases are ignored."""
         client = self._client_of.get(lease)
@@ -180,7 +196,7 @@ class ClientLimiter:
 
     Args:
         tiers: tier name → rules (see :class:`serve_app.args.RateLimitArgs`).
-        open_request_ttl_s: the longest a lease counts without being released.
+        open_request_ttl_s: the longest a lease counts without being renewed or released.
         clock: wall-clock seconds; injected in tests.
     """
 
@@ -201,6 +217,7 @@ class ClientLimiter:
             name: rule for name, rules in tiers.items() for rule in rules if isinstance(rule, ConcurrencyRule)
         }
         self._open = OpenRequests(open_request_ttl_s, clock)
+        self._ttl_s = open_request_ttl_s
 
     def acquire(self, client: str, tier: str) -> RateDecision:
         """Admit one request of ``client`` if its tier allows it. Raises KeyError for unknown tiers."""
@@ -210,7 +227,7 @@ class ClientLimiter:
             return RateDecision(False, cap, 0, now + _CAP_RETRY_S, _CAP_RETRY_S)
         decision = self._rates.acquire(client, tier)
         if decision.allowed and cap is not None:
-            decision = replace(decision, lease=self._open.open(client))
+            decision = replace(decision, lease=self._open.open(client), lease_ttl_s=self._ttl_s)
         return decision
 
     async def admit(self, client: str, tier: str) -> RateDecision:
@@ -232,6 +249,10 @@ class ClientLimiter:
                     await asyncio.wait_for(self._released.wait(), left)
                 decision = self.acquire(client, tier)
         return decision
+
+    def renew(self, leases: Iterable[str]) -> None:
+        """The requests holding ``leases`` are still open."""
+        self._open.renew(leases)
 
     async def release(self, lease: str) -> None:
         """The request holding ``lease`` has ended."""

@@ -75,6 +75,7 @@ logger = logging.getLogger("ray.serve")
 
 # Probes answer within a few seconds even while Telemetry or the controller is busy starting.
 _PROBE_TIMEOUT_S = 2.0
+_RENEW_TIMEOUT_S = 2.0
 _READY_TTL_S = 1.0  # load balancers probe often; one assessment a second per replica serves them all
 
 
@@ -216,6 +217,8 @@ class Ingress:
         self._requests = RequestMetrics()
         self._latency = StageMetrics("ingress")
         self._readiness = RecentAnswer(self._assess_readiness, ttl_s=_READY_TTL_S)
+        self._leases: dict[str, float] = {}  # open concurrency leases here → their time to live
+        self._renewer: asyncio.Task[None] | None = None
 
     # -- HTTP ---------------------------------------------------------------------------------
 
@@ -371,6 +374,11 @@ class Ingress:
             return None
         if not decision.allowed:
             raise _RateLimited(decision)
+        if decision.lease is not None and decision.lease_ttl_s is not None:
+            self._leases[decision.lease] = decision.lease_ttl_s
+            if self._renewer is None or self._renewer.done():
+                # Its own context: not a child of this request, which Serve would cancel with it.
+                self._renewer = contextvars.Context().run(asyncio.ensure_future, self._renew_leases())
         return decision
 
     def _release(self, decision: RateDecision | None) -> None:
@@ -380,10 +388,24 @@ class Ingress:
         release matters. A lease never released expires (``rate_limit.open_request_ttl_s``)."""
         if decision is None or decision.lease is None or self._rate_limiter is None:
             return
+        self._leases.pop(decision.lease, None)
         try:
             contextvars.Context().run(self._rate_limiter.release.remote, decision.lease)
         except Exception:
             logger.warning("Could not release a rate-limit lease", exc_info=True)
+
+    async def _renew_leases(self) -> None:
+        """Every third of the shortest time to live, tell the limiter which leases are still open
+        here; ends when none are (the next lease starts it again)."""
+        while self._leases and self._rate_limiter is not None:
+            await asyncio.sleep(min(self._leases.values()) / 3)
+            if not self._leases:
+                return
+            try:
+                renewal = self._rate_limiter.renew.remote(list(self._leases))
+                await asyncio.wait_for(_resolve(renewal), _RENEW_TIMEOUT_S)
+            except Exception:  # a limiter that restarted knows none of them: they stop counting
+                logger.warning("Could not renew rate-limit leases", exc_info=True)
 
     async def _read_form(self, request: Request, length: int | None) -> RemovalForm:
         reader = RemovalFormReader(

@@ -29,5 +29,8 @@ class RateLimiter:
         client, tier = client_identity(key, address, self._args.default_tier)
         return await self._limiter.admit(client, tier)
 
+    async def renew(self, leases: list[str]) -> None:
+        self._limiter.renew(leases)
+
     async def release(self, lease: str) -> None:
         await self._limiter.release(lease)

@@ -93,6 +93,7 @@ def deploy_config(port: int, weights: Path, scratch: Path, key_file: Path) -> di
             "tiny": [{"limit": 3, "period_s": 60}],
             "single": [{"limit": 100000, "period_s": 60}, {"concurrent": 1}],
         },
+        "open_request_ttl_s": 3,  # renewed every second while open
     }
     main["args"]["api_keys"] = {"hashes": {hash_api_key(LIMITED_KEY): "tiny", hash_api_key(SINGLE_KEY): "single"}}
     main["deployments"].append({"name": "RateLimiter", "num_replicas": 1, "ray_actor_options": {"num_cpus": 0.05}})

@@ -226,6 +226,24 @@ def test_a_lease_never_released_expires() -> None:
     assert limiter.acquire("a", "free").allowed
 
 
+def test_renewed_leases_keep_counting_and_stop_once_no_longer_renewed() -> None:
+    clock = Clock()
+    limiter = ClientLimiter(CAPPED, open_request_ttl_s=15, clock=clock)
+    leases = [limiter.acquire("a", "free").lease for _ in range(2)]
+    assert all(lease is not None for lease in leases)
+    for _ in range(10):  # a minute of renewals every 5 s, as the Ingress sends them
+        clock.now += 5
+        limiter.renew([str(lease) for lease in leases])
+        assert not limiter.acquire("a", "free").allowed
+    limiter.renew(["unknown-lease"])  # ignored
+    clock.now += 15.5  # its Ingress replica died: no more renewals
+    admitted = limiter.acquire("a", "free")
+    assert admitted.allowed and admitted.lease_ttl_s == 15
+    clock.now += 16
+    limiter.renew([str(leases[0])])  # too late: an expired lease is not revived
+    assert limiter.acquire("a", "free").allowed
+
+
 def test_tiers_without_a_cap_hand_out_no_leases() -> None:
     decision = ClientLimiter(SPEC, 120, Clock()).acquire("a", "free")
     assert decision.allowed and decision.lease is None
