@@ -2,6 +2,7 @@
 
     .venv/bin/python scripts/chaos_test.py                       # about 2-3 minutes on 2 cores
     .venv/bin/python scripts/chaos_test.py --requests 800 --concurrency 8 --interval 6
+    .venv/bin/python scripts/chaos_test.py --rate-limit            # the concurrency cap as well
 
 Starts its own local Ray cluster (no dashboard, token auth off, HTTP on 127.0.0.1 only) and deploys
 ``configs/offline.yaml``'s application with one change: the segmenter is wrapped so that its
@@ -13,6 +14,9 @@ closed-loop clients (``scripts/load_test.py``) send uploads, it
    ``ServeReplica:<app>:<Deployment>``;
 2. arms one warm-up failure and kills the Inference replica again, so its replacement raises during
    warm-up and Serve has to start another;
+3. with ``--rate-limit``: turns rate limiting on with a concurrency cap of one more than the
+   clients (the recovery probe's slot; no rate rule binds), and kills the RateLimiter last. The
+   429s after the Ingress kill are its clients' slots held until their leases expire.
 
 and after each fault waits (at most ``--recovery-timeout`` s) until the deployment has as many live
 replicas as before, ``/ready`` answers 200 and a probe upload succeeds. Every request must get an
@@ -68,8 +72,9 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def chaos_config(port: int, fault_budget: Path) -> dict[str, Any]:
-    """``configs/offline.yaml`` on ``port`` with the warm-up fault wrapper around the segmenter."""
+def chaos_config(port: int, fault_budget: Path, concurrency_cap: int | None = None) -> dict[str, Any]:
+    """``configs/offline.yaml`` on ``port`` with the warm-up fault wrapper around the segmenter and,
+    given ``concurrency_cap``, rate limiting with that cap per client and no binding rate rule."""
     config = yaml.safe_load((ROOT / "configs" / "offline.yaml").read_text())
     config["http_options"]["port"] = port
     config["logging_config"] = {"log_level": "WARNING", "enable_access_log": False}
@@ -77,6 +82,12 @@ def chaos_config(port: int, fault_budget: Path) -> dict[str, Any]:
     app["args"]["model"]["segmenter_factory"] = FAULT_FACTORY
     app["args"]["inference"]["report_interval_s"] = 1
     app["runtime_env"] = {"env_vars": {WARM_UP_FAULTS_ENV: str(fault_budget)}}
+    if concurrency_cap is not None:
+        app["args"]["rate_limit"] = {
+            "enabled": True,
+            "tiers": {"free": [{"limit": 1_000_000, "period_s": 60}, {"concurrent": concurrency_cap}]},
+        }
+        app["deployments"].append({"name": "RateLimiter", "num_replicas": 1, "ray_actor_options": {"num_cpus": 0.05}})
     return dict(config)
 
 
@@ -122,10 +133,18 @@ def wait_recovered(base: str, upload: bytes, deployment: str, replicas: int, tim
 
 
 def inject_faults(
-    base: str, upload: bytes, budget: Path, interval_s: float, timeout_s: float, log: logging.Logger
+    base: str,
+    upload: bytes,
+    budget: Path,
+    interval_s: float,
+    timeout_s: float,
+    log: logging.Logger,
+    kill_rate_limiter: bool = False,
 ) -> list[Recovery]:
     recoveries = []
     faults = [(f"kill {name}", name, 0) for name in KILL_ORDER] + [("warm-up failure", "Inference", 1)]
+    if kill_rate_limiter:
+        faults.append(("kill RateLimiter", "RateLimiter", 0))
     for fault, deployment, warm_up_failures in faults:
         time.sleep(interval_s)
         budget.write_text(str(warm_up_failures))
@@ -158,7 +177,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--recovery-timeout", type=float, default=90.0)
     parser.add_argument("--timeout", type=float, default=90.0, help="seconds per request before it counts as lost")
     parser.add_argument("--max-seconds", type=float, default=600.0)
+    parser.add_argument(
+        "--rate-limit", action="store_true", help="cap each client at --concurrency + 1 open requests; kill the limiter"
+    )
     args = parser.parse_args(argv)
+    cap = args.concurrency + 1 if args.rate_limit else None
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stdout)
     log = logging.getLogger("chaos")
 
@@ -179,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
         ray.init(include_dashboard=False, log_to_driver=False, namespace="serve", logging_level=logging.WARNING)
         try:
             serve.start(http_options={"host": "127.0.0.1", "port": port, "request_timeout_s": 60})
-            config = ServeDeploySchema.model_validate(chaos_config(port, budget))
+            config = ServeDeploySchema.model_validate(chaos_config(port, budget, cap))
             client = _get_global_client()
             if client is None:
                 raise RuntimeError("Serve did not start")
@@ -202,7 +225,9 @@ def main(argv: list[str] | None = None) -> int:
 
             thread = threading.Thread(target=load, name="load")
             thread.start()
-            recoveries = inject_faults(base, upload, budget, args.interval, args.recovery_timeout, log)
+            recoveries = inject_faults(
+                base, upload, budget, args.interval, args.recovery_timeout, log, kill_rate_limiter=cap is not None
+            )
             time.sleep(args.interval)
             stop.set()  # no new requests; the ones in flight finish
             thread.join()
@@ -223,14 +248,15 @@ def main(argv: list[str] | None = None) -> int:
     for index, recovery in enumerate(recoveries):
         seconds = f"{recovery.seconds:.1f}s" if recovery.seconds is not None else "not recovered"
         until = recoveries[index + 1].at if index + 1 < len(recoveries) else float("inf")
+        window = [o for o in outcomes if recovery.at <= o.finished_at < until and o.kind != "ok"]
         failed = Counter(
             f"{outcome.status} {outcome.error_code}{'' if classify(outcome) == 'clean_5xx' else ' (unclean)'}"
-            for outcome in outcomes
-            if recovery.at <= outcome.finished_at < until and outcome.kind != "ok"
+            for outcome in window
         )
+        last = f" (the last {max(o.finished_at for o in window) - recovery.at:.1f}s after the fault)" if window else ""
         print(
             f"{recovery.fault:18s} {recovery.killed:46s} healthy again after {seconds:>6s}; "
-            f"failed answers until the next fault: {dict(failed) or 'none'}"
+            f"failed answers until the next fault: {dict(failed) or 'none'}{last}"
         )
     recovered = [r.seconds for r in recoveries if r.seconds is not None]
     all_recovered = len(recovered) == len(recoveries)
