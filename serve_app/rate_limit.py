@@ -198,6 +198,7 @@ class ClientLimiter:
         tiers: tier name → rules (see :class:`serve_app.args.RateLimitArgs`).
         open_request_ttl_s: the longest a lease counts without being renewed or released.
         clock: wall-clock seconds; injected in tests.
+        release_grace_s: how long :meth:`admit` holds a request at the cap before refusing it.
     """
 
     def __init__(
