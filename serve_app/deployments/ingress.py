@@ -75,7 +75,8 @@ logger = logging.getLogger("ray.serve")
 
 # Probes answer within a few seconds even while Telemetry or the controller is busy starting.
 _PROBE_TIMEOUT_S = 2.0
-_RENEW_TIMEOUT_S = 2.0
+# Admission normally takes milliseconds (up to 0.25 s for a client at its concurrency cap).
+_ADMIT_TIMEOUT_S = 1.0
 _READY_TTL_S = 1.0  # load balancers probe often; one assessment a second per replica serves them all
 
 
@@ -179,6 +180,11 @@ class _RateLimited(Exception):
 
 async def _resolve(response: Any) -> Any:
     return await response
+
+
+async def _acquire(limiter: DeploymentHandle, key: KeyMatch | None, address: str) -> RateDecision:
+    decision: RateDecision = await limiter.acquire.remote(key, address)
+    return decision
 
 
 def _elapsed_ms(started: float) -> float:
@@ -367,9 +373,16 @@ class Ingress:
         if self._rate_limiter is None:
             return None
         address = request.client.host if request.client else "unknown"
+        # A task of its own, in its own context: if this request is cancelled (its client left
+        # within milliseconds) or stops waiting, a lease granted anyway still gets released.
+        asking = contextvars.Context().run(asyncio.ensure_future, _acquire(self._rate_limiter, key, address))
         try:
-            decision: RateDecision = await self._rate_limiter.acquire.remote(key, address)
-        except Exception:  # fail open: a lost limiter must not take the service down
+            decision = await asyncio.wait_for(asyncio.shield(asking), _ADMIT_TIMEOUT_S)
+        except asyncio.CancelledError:
+            asking.add_done_callback(self._release_unused)
+            raise
+        except Exception:  # fail open: a lost or stuck limiter must not take the service down
+            asking.add_done_callback(self._release_unused)
             logger.warning("RateLimiter unavailable; admitting the request", exc_info=True)
             return None
         if not decision.allowed:
@@ -394,16 +407,21 @@ class Ingress:
         except Exception:
             logger.warning("Could not release a rate-limit lease", exc_info=True)
 
+    def _release_unused(self, asking: "asyncio.Future[RateDecision]") -> None:
+        if not asking.cancelled() and asking.exception() is None:
+            self._release(asking.result())
+
     async def _renew_leases(self) -> None:
         """Every third of the shortest time to live, tell the limiter which leases are still open
         here; ends when none are (the next lease starts it again)."""
         while self._leases and self._rate_limiter is not None:
-            await asyncio.sleep(min(self._leases.values()) / 3)
+            interval = min(self._leases.values()) / 3
+            await asyncio.sleep(interval)
             if not self._leases:
                 return
             try:
                 renewal = self._rate_limiter.renew.remote(list(self._leases))
-                await asyncio.wait_for(_resolve(renewal), _RENEW_TIMEOUT_S)
+                await asyncio.wait_for(_resolve(renewal), interval)
             except Exception:  # a limiter that restarted knows none of them: they stop counting
                 logger.warning("Could not renew rate-limit leases", exc_info=True)
 

@@ -19,6 +19,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -315,23 +316,32 @@ def multipart_body(image: bytes) -> tuple[bytes, str]:
     return head + image + f"\r\n--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
 
 
+def formless(service: Service, key: str | None = SINGLE_KEY) -> requests.Response:
+    """A request without an image: a 400 once admitted, a 429 when the client's limits refuse it."""
+    headers = {"X-API-Key": key} if key else {}
+    return requests.post(f"{service.base}{PREFIX}/remove", files={"other": ("a", b"x")}, headers=headers, timeout=30)
+
+
+def send_half_an_upload(sock: socket.socket, service: Service, key: str) -> None:
+    body, content_type = multipart_body(flat_jpeg((128, 128, 128)))
+    host = service.base.removeprefix("http://").split(":")[0]
+    sock.sendall((f"POST {PREFIX}/remove HTTP/1.1\r\nHost: {host}\r\nContent-Type: {content_type}\r\n"
+                  f"X-API-Key: {key}\r\nContent-Length: {len(body)}\r\n\r\n").encode() + body[: len(body) // 2])
+
+
 def test_an_open_upload_holds_its_clients_concurrency_slot_until_it_ends(service: Service) -> None:
     """SINGLE_KEY's tier allows one open request. Admission comes before the body is read, so an
     upload left half-sent holds the slot, renewed past its 3 s lease; when its client goes away,
     the slot comes back."""
-    url = f"{service.base}{PREFIX}/remove"
 
-    def status(key: str | None = SINGLE_KEY) -> requests.Response:  # admitted requests end in a 400 (no image)
-        return requests.post(url, files={"other": ("a", b"x")}, headers={"X-API-Key": key} if key else {}, timeout=30)
+    def status(key: str | None = SINGLE_KEY) -> requests.Response:
+        return formless(service, key)
 
     # The slot is given back before the answer leaves: a client that waits is never refused.
     assert [status().status_code for _ in range(5)] == [400] * 5
-    body, content_type = multipart_body(flat_jpeg((128, 128, 128)))
     host, port = service.base.removeprefix("http://").split(":")
     with socket.create_connection((host, int(port)), timeout=15) as sock:
-        sock.sendall((f"POST {PREFIX}/remove HTTP/1.1\r\nHost: {host}\r\nContent-Type: {content_type}\r\n"
-                      f"X-API-Key: {SINGLE_KEY}\r\nContent-Length: {len(body)}\r\n\r\n").encode()
-                     + body[: len(body) // 2])
+        send_half_an_upload(sock, service, SINGLE_KEY)
         answers: list[requests.Response] = []
         poll(lambda: answers.append(status()) or answers[-1].status_code == 429, 10, "a 429 beside the open upload")
         refused = error_body(answers[-1], 429, "RATE_LIMIT_EXCEEDED")
@@ -342,6 +352,40 @@ def test_an_open_upload_holds_its_clients_concurrency_slot_until_it_ends(service
         time.sleep(4.0)
         assert status().status_code == 429  # still held, past the lease's 3 s: the Ingress renews it
     poll(lambda: status().status_code == 400, 10, "the slot back once the upload's client left")
+
+
+def test_clients_that_leave_at_once_leave_no_slot_taken(service: Service) -> None:
+    """Clients gone within milliseconds, while their admission is still in flight: a lease granted
+    after the request was cancelled must be released too, not left to expire (3 s here)."""
+    host, port = service.base.removeprefix("http://").split(":")
+    for wait_ms in [0, 2, 5, 8, 12, 15, 20] * 4:
+        with socket.create_connection((host, int(port)), timeout=15) as sock:
+            send_half_an_upload(sock, service, SINGLE_KEY)
+            time.sleep(wait_ms / 1000)
+    time.sleep(0.5)
+    assert formless(service).status_code == 400
+
+
+def test_a_stuck_rate_limiter_does_not_hold_requests(service: Service) -> None:
+    """The limiter fails open when it does not answer within a second, not only when it is gone;
+    the lease it grants once it runs again is released, not left to expire (3 s here)."""
+    from ray._private.state import actors
+
+    limiter = next(
+        actor for actor in actors().values()
+        if actor["ActorClassName"] == "ServeReplica:birefnet:RateLimiter" and actor["State"] == "ALIVE"
+    )
+    os.kill(limiter["Pid"], signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        answer = formless(service)
+        waited = time.monotonic() - started
+    finally:
+        os.kill(limiter["Pid"], signal.SIGCONT)
+    assert answer.status_code == 400 and waited < 3.0, (answer.status_code, waited)
+    assert "X-RateLimit-Limit" not in answer.headers  # admitted without a decision
+    time.sleep(0.5)
+    assert formless(service).status_code == 400
 
 
 def test_a_slow_upload_does_not_count_against_the_processing_timeout(faulty_idle: Service) -> None:
