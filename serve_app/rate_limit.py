@@ -211,6 +211,7 @@ class ClientLimiter:
         self._clock = clock
         self._release_grace_s = release_grace_s
         self._released: asyncio.Condition | None = None  # made on first use, in the serving loop
+        self._waiting: dict[str, int] = {}  # client → its requests waiting for a release
         self._rates = SlidingWindowLimiter(
             {name: [rule for rule in rules if isinstance(rule, RateRule)] for name, rules in tiers.items()}, clock
         )
@@ -233,22 +234,33 @@ class ClientLimiter:
 
     async def admit(self, client: str, tier: str) -> RateDecision:
         """:meth:`acquire`, but a request refused only for the cap waits up to ``release_grace_s``
-        for one of its client's requests to end. Not thread-safe: call from one event loop."""
+        for one of its client's requests to end. At most the cap's number of a client's requests
+        wait at once (a client that keeps to its cap has no more in flight); the rest are refused
+        at once, so a flood cannot hold the callers' slots. Not thread-safe: call from one event
+        loop."""
         decision = self.acquire(client, tier)
         if decision.allowed or not isinstance(decision.rule, ConcurrencyRule):
+            return decision
+        if self._waiting.get(client, 0) >= decision.rule.concurrent:
             return decision
         if self._released is None:
             self._released = asyncio.Condition()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._release_grace_s
-        async with self._released:
-            while not decision.allowed and isinstance(decision.rule, ConcurrencyRule):
-                left = deadline - loop.time()
-                if left <= 0:
-                    break
-                with contextlib.suppress(asyncio.TimeoutError):  # not the builtin on Python 3.10
-                    await asyncio.wait_for(self._released.wait(), left)
-                decision = self.acquire(client, tier)
+        self._waiting[client] = self._waiting.get(client, 0) + 1
+        try:
+            async with self._released:
+                while not decision.allowed and isinstance(decision.rule, ConcurrencyRule):
+                    left = deadline - loop.time()
+                    if left <= 0:
+                        break
+                    with contextlib.suppress(asyncio.TimeoutError):  # not the builtin on Python 3.10
+                        await asyncio.wait_for(self._released.wait(), left)
+                    decision = self.acquire(client, tier)
+        finally:
+            self._waiting[client] -= 1
+            if not self._waiting[client]:
+                del self._waiting[client]
         return decision
 
     def renew(self, leases: Iterable[str]) -> None:

@@ -215,6 +215,27 @@ def test_admit_refuses_at_the_cap_once_the_grace_is_over() -> None:
     assert not rated and rated_s < 0.1
 
 
+def test_no_more_requests_wait_for_a_release_than_the_cap() -> None:
+    """A flood at the cap must not hold the callers: beyond the cap's number of waiters, refusals
+    come at once."""
+
+    async def scenario() -> tuple[int, float, bool]:
+        limiter = ClientLimiter(CAPPED, open_request_ttl_s=120, clock=Clock(), release_grace_s=5.0)
+        leases = [(await limiter.admit("a", "free")).lease for _ in range(2)]
+        waiters = [asyncio.create_task(limiter.admit("a", "free")) for _ in range(2)]
+        await asyncio.sleep(0.05)
+        started = time.monotonic()
+        flood = [await limiter.admit("a", "free") for _ in range(20)]
+        flood_s = time.monotonic() - started
+        for lease in leases:
+            await limiter.release(str(lease))
+        admitted = [await waiter for waiter in waiters]
+        return sum(not d.allowed for d in flood), flood_s, all(d.allowed for d in admitted)
+
+    refused, flood_s, waiters_admitted = asyncio.run(scenario())
+    assert refused == 20 and flood_s < 0.5 and waiters_admitted
+
+
 def test_a_lease_never_released_expires() -> None:
     clock = Clock()
     limiter = ClientLimiter(CAPPED, open_request_ttl_s=120, clock=clock)
