@@ -182,10 +182,6 @@ async def _resolve(response: Any) -> Any:
     return await response
 
 
-async def _acquire(limiter: DeploymentHandle, key: KeyMatch | None, address: str) -> RateDecision:
-    decision: RateDecision = await limiter.acquire.remote(key, address)
-    return decision
-
 
 def _elapsed_ms(started: float) -> float:
     return (time.perf_counter() - started) * 1000.0
@@ -373,16 +369,22 @@ class Ingress:
         if self._rate_limiter is None:
             return None
         address = request.client.host if request.client else "unknown"
-        # A task of its own, in its own context: if this request is cancelled (its client left
-        # within milliseconds) or stops waiting, a lease granted anyway still gets released.
-        asking = contextvars.Context().run(asyncio.ensure_future, _acquire(self._rate_limiter, key, address))
+        # The call and its waiting task in a context of their own, not this request's: if the
+        # request is cancelled (its client left within milliseconds) or stops waiting, the answer
+        # still arrives, and a lease granted anyway is released.
+        call = contextvars.Context().run(self._rate_limiter.acquire.remote, key, address)
+        asking: asyncio.Future[RateDecision] = contextvars.Context().run(asyncio.ensure_future, _resolve(call))
         try:
             decision = await asyncio.wait_for(asyncio.shield(asking), _ADMIT_TIMEOUT_S)
         except asyncio.CancelledError:
             asking.add_done_callback(self._release_unused)
             raise
-        except Exception:  # fail open: a lost or stuck limiter must not take the service down
+        except Exception as exc:  # fail open: a lost or stuck limiter must not take the service down
             asking.add_done_callback(self._release_unused)
+            if isinstance(exc, asyncio.TimeoutError):
+                # Not needed any more: a limiter that comes back must not work through a backlog
+                # of calls nobody waits for. Answered anyway (cancelled too late), it is released.
+                call.cancel()
             logger.warning("RateLimiter unavailable; admitting the request", exc_info=True)
             return None
         if not decision.allowed:
