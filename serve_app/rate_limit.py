@@ -136,6 +136,10 @@ class OpenRequests:
         self._ids = (f"{prefix}-{n}" for n in itertools.count())
         self._calls = 0
 
+    @property
+    def ttl_s(self) -> float:
+        return self._ttl_s
+
     def count(self, client: str) -> int:
         """The client's open requests, after dropping its expired leases."""
         leases = self._expiry.get(client)
@@ -219,7 +223,6 @@ class ClientLimiter:
             name: rule for name, rules in tiers.items() for rule in rules if isinstance(rule, ConcurrencyRule)
         }
         self._open = OpenRequests(open_request_ttl_s, clock)
-        self._ttl_s = open_request_ttl_s
 
     def acquire(self, client: str, tier: str) -> RateDecision:
         """Admit one request of ``client`` if its tier allows it. Raises KeyError for unknown tiers."""
@@ -229,7 +232,7 @@ class ClientLimiter:
             return RateDecision(False, cap, 0, now + _CAP_RETRY_S, _CAP_RETRY_S)
         decision = self._rates.acquire(client, tier)
         if decision.allowed and cap is not None:
-            decision = replace(decision, lease=self._open.open(client), lease_ttl_s=self._ttl_s)
+            decision = replace(decision, lease=self._open.open(client), lease_ttl_s=self._open.ttl_s)
         return decision
 
     async def admit(self, client: str, tier: str) -> RateDecision:

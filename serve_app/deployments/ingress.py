@@ -13,8 +13,8 @@ import asyncio
 import contextvars
 import logging
 import time
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -72,6 +72,8 @@ from serve_app.responses import (
 )
 
 logger = logging.getLogger("ray.serve")
+
+_T = TypeVar("_T")
 
 # Probes answer within a few seconds even while Telemetry or the controller is busy starting.
 _PROBE_TIMEOUT_S = 2.0
@@ -182,6 +184,13 @@ async def _resolve(response: Any) -> Any:
     return await response
 
 
+def _detached(fn: Callable[..., _T], *args: Any) -> _T:
+    """``fn(*args)`` in an empty context, outside the current request's. Serve cancels the handle
+    calls a request made, still pending, when the request is cancelled (Replica's
+    ``_cancel_child_requests``); a lease's release must survive exactly that, a client that left."""
+    return contextvars.Context().run(fn, *args)
+
+
 
 def _elapsed_ms(started: float) -> float:
     return (time.perf_counter() - started) * 1000.0
@@ -219,7 +228,8 @@ class Ingress:
         self._requests = RequestMetrics()
         self._latency = StageMetrics("ingress")
         self._readiness = RecentAnswer(self._assess_readiness, ttl_s=_READY_TTL_S)
-        self._leases: dict[str, float] = {}  # open concurrency leases here → their time to live
+        self._leases: set[str] = set()  # open concurrency leases of requests here
+        self._renew_every_s = 0.0  # a third of their time to live
         self._renewer: asyncio.Task[None] | None = None
 
     # -- HTTP ---------------------------------------------------------------------------------
@@ -372,8 +382,8 @@ class Ingress:
         # The call and its waiting task in a context of their own, not this request's: if the
         # request is cancelled (its client left within milliseconds) or stops waiting, the answer
         # still arrives, and a lease granted anyway is released.
-        call = contextvars.Context().run(self._rate_limiter.acquire.remote, key, address)
-        asking: asyncio.Future[RateDecision] = contextvars.Context().run(asyncio.ensure_future, _resolve(call))
+        call = _detached(self._rate_limiter.acquire.remote, key, address)
+        asking: asyncio.Future[RateDecision] = _detached(asyncio.ensure_future, _resolve(call))
         try:
             decision = await asyncio.wait_for(asyncio.shield(asking), _ADMIT_TIMEOUT_S)
         except asyncio.CancelledError:
@@ -390,22 +400,20 @@ class Ingress:
         if not decision.allowed:
             raise _RateLimited(decision)
         if decision.lease is not None and decision.lease_ttl_s is not None:
-            self._leases[decision.lease] = decision.lease_ttl_s
+            self._leases.add(decision.lease)
+            self._renew_every_s = decision.lease_ttl_s / 3
             if self._renewer is None or self._renewer.done():
-                # Its own context: not a child of this request, which Serve would cancel with it.
-                self._renewer = contextvars.Context().run(asyncio.ensure_future, self._renew_leases())
+                self._renewer = _detached(asyncio.ensure_future, self._renew_leases())
         return decision
 
     def _release(self, decision: RateDecision | None) -> None:
         """End the request's concurrency lease, fire and forget (the limiter gives a request at the
-        cap a moment for it to land). Sent from an empty context, not this request's: Serve cancels
-        a cancelled request's pending handle calls with it, and a client that went away is when a
-        release matters. A lease never released expires (``rate_limit.open_request_ttl_s``)."""
+        cap a moment for it to land). A lease never released expires (``open_request_ttl_s``)."""
         if decision is None or decision.lease is None or self._rate_limiter is None:
             return
-        self._leases.pop(decision.lease, None)
+        self._leases.discard(decision.lease)
         try:
-            contextvars.Context().run(self._rate_limiter.release.remote, decision.lease)
+            _detached(self._rate_limiter.release.remote, decision.lease)
         except Exception:
             logger.warning("Could not release a rate-limit lease", exc_info=True)
 
@@ -414,16 +422,15 @@ class Ingress:
             self._release(asking.result())
 
     async def _renew_leases(self) -> None:
-        """Every third of the shortest time to live, tell the limiter which leases are still open
-        here; ends when none are (the next lease starts it again)."""
+        """Every third of the leases' time to live, tell the limiter which are still open here;
+        ends when none are (the next lease starts it again)."""
         while self._leases and self._rate_limiter is not None:
-            interval = min(self._leases.values()) / 3
-            await asyncio.sleep(interval)
+            await asyncio.sleep(self._renew_every_s)
             if not self._leases:
                 return
             try:
                 renewal = self._rate_limiter.renew.remote(list(self._leases))
-                await asyncio.wait_for(_resolve(renewal), interval)
+                await asyncio.wait_for(_resolve(renewal), self._renew_every_s)
             except Exception:  # a limiter that restarted knows none of them: they stop counting
                 logger.warning("Could not renew rate-limit leases", exc_info=True)
 
