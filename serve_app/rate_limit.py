@@ -6,9 +6,11 @@ ingress replica draws from the same counts. Two kinds of rule make up a tier:
 * rate rules, kept by :class:`SlidingWindowLimiter`: a client's accepted requests are a sorted list
   of timestamps no longer than its longest window, and a request is accepted when every rule still
   has room;
-* an optional concurrency cap, kept by :class:`OpenRequests`: each admitted request holds a lease
-  until the Ingress reports its end. The Ingress renews its open leases every third of their
-  time to live, so the leases of an Ingress replica that died expire within that time.
+* an optional concurrency cap, kept by :class:`OpenRequests`: each admitted request holds a lease,
+  named by the Ingress, until the Ingress reports its end. The Ingress renews its open leases
+  every third of their time to live, so the leases of an Ingress replica that died expire within
+  that time. A release may come before its acquire (the Ingress stopped waiting for the answer):
+  the lease is then withdrawn, and the acquire takes no slot.
 """
 
 from __future__ import annotations
@@ -16,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import bisect
 import contextlib
-import itertools
 import math
 import time
 import uuid
@@ -131,9 +132,7 @@ class OpenRequests:
         self._clock = clock
         self._expiry: dict[str, dict[str, float]] = {}  # client → lease → expiry
         self._client_of: dict[str, str] = {}  # lease → client
-        # Leases outlive a restarted limiter in the Ingress: a new prefix keeps old ones unknown.
-        prefix = uuid.uuid4().hex[:12]
-        self._ids = (f"{prefix}-{n}" for n in itertools.count())
+        self._withdrawn: dict[str, float] = {}  # lease released before it was opened → expiry
         self._calls = 0
 
     @property
@@ -150,16 +149,21 @@ class OpenRequests:
             self._close(client, lease)
         return len(self._expiry.get(client, ()))
 
-    def open(self, client: str) -> str:
-        """Count one more open request of ``client``; the lease to close it with."""
+    def open(self, client: str, lease: str) -> None:
+        """Count one more open request of ``client``, held by ``lease`` (a unique name)."""
         self._calls += 1
+        now = self._clock()
         if self._calls % _SWEEP_EVERY == 0:
             for known in list(self._expiry):
                 self.count(known)
-        lease = next(self._ids)
-        self._expiry.setdefault(client, {})[lease] = self._clock() + self._ttl_s
+            self._withdrawn = {name: expiry for name, expiry in self._withdrawn.items() if expiry > now}
+        self._expiry.setdefault(client, {})[lease] = now + self._ttl_s
         self._client_of[lease] = client
-        return lease
+
+    def withdrawn(self, lease: str) -> bool:
+        """Whether ``lease`` was closed before it was opened (within the time to live)."""
+        expiry = self._withdrawn.get(lease)
+        return expiry is not None and expiry > self._clock()
 
     def renew(self, leases: Iterable[str]) -> None:
         """Restart the time to live of ``leases``; unknown or expired ones are ignored."""
@@ -174,10 +178,12 @@ class OpenRequests:
                 self._expiry[client][lease] = now + self._ttl_s
 
     def close(self, lease: str) -> None:
-        """End an open request; unknown or expired leases are ignored."""
+        """End an open request. An unknown lease is withdrawn: opening it later counts nothing."""
         client = self._client_of.get(lease)
         if client is not None:
             self._close(client, lease)
+        else:
+            self._withdrawn[lease] = self._clock() + self._ttl_s
 
     def _close(self, client: str, lease: str) -> None:
         del self._client_of[lease]
@@ -224,24 +230,29 @@ class ClientLimiter:
         }
         self._open = OpenRequests(open_request_ttl_s, clock)
 
-    def acquire(self, client: str, tier: str) -> RateDecision:
-        """Admit one request of ``client`` if its tier allows it. Raises KeyError for unknown tiers."""
+    def acquire(self, client: str, tier: str, lease: str | None = None) -> RateDecision:
+        """Admit one request of ``client`` if its tier allows it, under the unique name ``lease``
+        (made up when None). Raises KeyError for unknown tiers. A withdrawn lease is refused: its
+        request no longer waits for the answer."""
+        lease = lease or uuid.uuid4().hex
         cap = self._caps.get(tier)
-        if cap is not None and self._open.count(client) >= cap.concurrent:
+        if cap is not None and (self._open.withdrawn(lease) or self._open.count(client) >= cap.concurrent):
             now = self._clock()
             return RateDecision(False, cap, 0, now + _CAP_RETRY_S, _CAP_RETRY_S)
         decision = self._rates.acquire(client, tier)
         if decision.allowed and cap is not None:
-            decision = replace(decision, lease=self._open.open(client), lease_ttl_s=self._open.ttl_s)
+            self._open.open(client, lease)
+            decision = replace(decision, lease=lease, lease_ttl_s=self._open.ttl_s)
         return decision
 
-    async def admit(self, client: str, tier: str) -> RateDecision:
+    async def admit(self, client: str, tier: str, lease: str | None = None) -> RateDecision:
         """:meth:`acquire`, but a request refused only for the cap waits up to ``release_grace_s``
         for one of its client's requests to end. At most the cap's number of a client's requests
         wait at once (a client that keeps to its cap has no more in flight); the rest are refused
         at once, so a flood cannot hold the callers' slots. Not thread-safe: call from one event
         loop."""
-        decision = self.acquire(client, tier)
+        lease = lease or uuid.uuid4().hex
+        decision = self.acquire(client, tier, lease)
         if decision.allowed or not isinstance(decision.rule, ConcurrencyRule):
             return decision
         if self._waiting.get(client, 0) >= decision.rule.concurrent:
@@ -255,11 +266,11 @@ class ClientLimiter:
             async with self._released:
                 while not decision.allowed and isinstance(decision.rule, ConcurrencyRule):
                     left = deadline - loop.time()
-                    if left <= 0:
+                    if left <= 0 or self._open.withdrawn(lease):
                         break
                     with contextlib.suppress(asyncio.TimeoutError):  # not the builtin on Python 3.10
                         await asyncio.wait_for(self._released.wait(), left)
-                    decision = self.acquire(client, tier)
+                    decision = self.acquire(client, tier, lease)
         finally:
             self._waiting[client] -= 1
             if not self._waiting[client]:
@@ -271,7 +282,7 @@ class ClientLimiter:
         self._open.renew(leases)
 
     async def release(self, lease: str) -> None:
-        """The request holding ``lease`` has ended."""
+        """The request holding ``lease`` has ended, or stopped waiting for its admission."""
         self._open.close(lease)
         if self._released is not None:
             async with self._released:

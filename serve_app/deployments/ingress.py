@@ -13,6 +13,7 @@ import asyncio
 import contextvars
 import logging
 import time
+import uuid
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
@@ -263,16 +264,16 @@ class Ingress:
             response = self._result_response(form, cutout, started)
         except asyncio.CancelledError:
             self._finish("remove", CLIENT_CLOSED_REQUEST, started, None)
-            self._release(decision)
+            self._release(decision.lease if decision else None)
             raise
         except Exception as exc:
             if is_client_gone(exc):
                 self._finish("remove", CLIENT_CLOSED_REQUEST, started, None)
-                self._release(decision)
+                self._release(decision.lease if decision else None)
                 return Response(status_code=CLIENT_CLOSED_REQUEST)
             response, error_code = self._error_response(exc)
         if decision is not None:
-            self._release(decision)
+            self._release(decision.lease)
             response.headers.update(rate_limit_headers(decision))
         self._finish("remove", response.status_code, started, error_code)
         return response
@@ -379,22 +380,19 @@ class Ingress:
         if self._rate_limiter is None:
             return None
         address = request.client.host if request.client else "unknown"
-        # The call and its waiting task in a context of their own, not this request's: if the
-        # request is cancelled (its client left within milliseconds) or stops waiting, the answer
-        # still arrives, and a lease granted anyway is released.
-        call = _detached(self._rate_limiter.acquire.remote, key, address)
-        asking: asyncio.Future[RateDecision] = _detached(asyncio.ensure_future, _resolve(call))
+        # The lease is named here, so that it can be released without the answer: when this
+        # request is cancelled (its client left within milliseconds) or stops waiting, the release
+        # ends a lease already granted or withdraws one not granted yet, whichever came first.
+        lease = uuid.uuid4().hex
+        call = self._rate_limiter.acquire.remote(key, address, lease)
         try:
-            decision = await asyncio.wait_for(asyncio.shield(asking), _ADMIT_TIMEOUT_S)
+            decision: RateDecision = await asyncio.wait_for(_resolve(call), _ADMIT_TIMEOUT_S)
         except asyncio.CancelledError:
-            asking.add_done_callback(self._release_unused)
+            self._release(lease)
             raise
-        except Exception as exc:  # fail open: a lost or stuck limiter must not take the service down
-            asking.add_done_callback(self._release_unused)
-            if isinstance(exc, asyncio.TimeoutError):
-                # Not needed any more: a limiter that comes back must not work through a backlog
-                # of calls nobody waits for. Answered anyway (cancelled too late), it is released.
-                call.cancel()
+        except Exception:  # fail open: a lost or stuck limiter must not take the service down
+            call.cancel()  # a limiter that comes back must not work through calls nobody awaits
+            self._release(lease)
             logger.warning("RateLimiter unavailable; admitting the request", exc_info=True)
             return None
         if not decision.allowed:
@@ -406,20 +404,16 @@ class Ingress:
                 self._renewer = _detached(asyncio.ensure_future, self._renew_leases())
         return decision
 
-    def _release(self, decision: RateDecision | None) -> None:
-        """End the request's concurrency lease, fire and forget (the limiter gives a request at the
-        cap a moment for it to land). A lease never released expires (``open_request_ttl_s``)."""
-        if decision is None or decision.lease is None or self._rate_limiter is None:
+    def _release(self, lease: str | None) -> None:
+        """End a concurrency lease, fire and forget (the limiter gives a request at the cap a
+        moment for it to land). A lease never released expires (``open_request_ttl_s``)."""
+        if lease is None or self._rate_limiter is None:
             return
-        self._leases.discard(decision.lease)
+        self._leases.discard(lease)
         try:
-            _detached(self._rate_limiter.release.remote, decision.lease)
+            _detached(self._rate_limiter.release.remote, lease)
         except Exception:
             logger.warning("Could not release a rate-limit lease", exc_info=True)
-
-    def _release_unused(self, asking: "asyncio.Future[RateDecision]") -> None:
-        if not asking.cancelled() and asking.exception() is None:
-            self._release(asking.result())
 
     async def _renew_leases(self) -> None:
         """Every third of the leases' time to live, tell the limiter which are still open here;

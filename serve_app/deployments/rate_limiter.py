@@ -23,11 +23,12 @@ class RateLimiter:
         self._limiter = ClientLimiter(args.tiers, args.open_request_ttl_s)
 
     # Async methods share one event loop, so the counts need no lock.
-    async def acquire(self, key: KeyMatch | None, address: str) -> RateDecision:
-        """Count one request of the client behind ``key`` (a registry match) / ``address``; an
-        allowed decision's ``lease``, if any, goes back to :meth:`release` when the request ends."""
+    async def acquire(self, key: KeyMatch | None, address: str, lease: str) -> RateDecision:
+        """Count one request of the client behind ``key`` (a registry match) / ``address``. An
+        allowed decision carrying ``lease`` (the caller's unique name for it) holds a slot until
+        :meth:`release`; the caller may also release a lease it never got an answer for."""
         client, tier = client_identity(key, address, self._args.default_tier)
-        return await self._limiter.admit(client, tier)
+        return await self._limiter.admit(client, tier, lease)
 
     async def renew(self, leases: list[str]) -> None:
         self._limiter.renew(leases)

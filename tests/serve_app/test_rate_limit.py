@@ -236,6 +236,26 @@ def test_no_more_requests_wait_for_a_release_than_the_cap() -> None:
     assert refused == 20 and flood_s < 0.5 and waiters_admitted
 
 
+def test_a_lease_released_before_it_was_acquired_takes_no_slot() -> None:
+    """The Ingress stopped waiting (its client left, or the limiter was slow) and released the lease
+    by name; its acquire, still on the way, must not hold one of the client's slots."""
+
+    async def scenario() -> tuple[bool, bool, bool, bool]:
+        limiter = ClientLimiter(CAPPED, open_request_ttl_s=120, clock=Clock(), release_grace_s=5.0)
+        await limiter.release("gone-1")
+        late = await limiter.admit("a", "free", "gone-1")
+        held = [await limiter.admit("a", "free", f"held-{n}") for n in range(2)]  # both slots free
+        waiting = asyncio.create_task(limiter.admit("a", "free", "gone-2"))
+        await asyncio.sleep(0.05)
+        started = time.monotonic()
+        await limiter.release("gone-2")  # withdrawn while it waits at the cap: it stops waiting
+        withdrawn = await waiting
+        return late.allowed, all(d.allowed for d in held), withdrawn.allowed, time.monotonic() - started < 1.0
+
+    late, held, withdrawn, quick = asyncio.run(scenario())
+    assert not late and held and not withdrawn and quick
+
+
 def test_a_lease_never_released_expires() -> None:
     clock = Clock()
     limiter = ClientLimiter(CAPPED, open_request_ttl_s=120, clock=clock)
