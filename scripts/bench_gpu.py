@@ -51,6 +51,7 @@ from pipelines.model.variants import get_variant  # noqa: E402
 from pipelines.segmenter import (  # noqa: E402
     configure_cuda_math,
     cudnn_benchmark_for,
+    dtype_on_device,
     logits_to_alpha,
     resolve_deform_sampling,
 )
@@ -167,8 +168,8 @@ class Bench:
         size = self.size(variant)
         row = Row(variant, size, backend_name, dtype_name)
         dtype = DTYPES[dtype_name]
-        if self.device.type == "cpu" and dtype is not torch.float32:
-            row.note = "skipped: half precision is CPU-unsupported or slow (model-notes §3.3)"
+        if dtype_on_device(dtype, self.device) is not dtype:
+            row.note = "skipped: the service runs float32 instead on this CPU (dtype_on_device)"
             return row
         if not self.args.build_only:
             inputs = agreement_inputs(self.args.agreement_inputs, size)

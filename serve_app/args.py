@@ -39,7 +39,8 @@ class ModelArgs(_Strict):
         device: ``auto`` asks for one GPU per Inference replica when the Ray cluster has GPUs at
             deploy time and runs on CPU otherwise; ``cuda`` always asks for a GPU (for clusters
             whose GPU nodes are added by an autoscaler); ``cpu`` never does.
-        dtype: inference precision (half precision only takes effect on CUDA).
+        dtype: inference precision. On the CPU, bfloat16 only where the CPU has it in hardware
+            (AVX512-BF16 or AMX) and float16 never: float32 instead (``dtype_on_device``).
         allow_download: allow fetching missing weights from Hugging Face.
         num_threads: torch intra-op threads per replica on CPU.
         memory_check: pre-check free GPU memory per batch: a batch that does not fit runs in

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+import pipelines.segmenter as segmenter_module
 from pipelines.errors import GpuMemoryExhaustedError, InferenceError
 from pipelines.model import DeformSampling
 from pipelines.model.birefnet import ModulatedDeformConv
@@ -11,11 +12,13 @@ from pipelines.model.variants import get_variant
 from pipelines.segmenter import (
     Segmenter,
     SegmenterSettings,
+    dtype_on_device,
     input_size_for,
     logits_to_alpha,
     resolve_deform_sampling,
     stack_images,
 )
+from pipelines.synthetic import EVALUATION_SEED, generate_scene
 
 
 class ConstantModel(torch.nn.Module):
@@ -116,9 +119,31 @@ def test_other_runtime_errors_are_not_swallowed() -> None:
         _segmenter(Broken()).segment(_images(1))
 
 
-def test_half_precision_on_cpu_falls_back_to_float32() -> None:
+def test_float16_on_cpu_falls_back_to_float32() -> None:
     segmenter = Segmenter.from_settings(SegmenterSettings(variant="demo", device="cpu", dtype="float16"))
-    assert segmenter.dtype == torch.float32
+    assert segmenter.dtype == torch.float32 and segmenter.info().dtype == "float32"
+
+
+@pytest.mark.parametrize(("native", "expected"), [(True, torch.bfloat16), (False, torch.float32)])
+def test_bfloat16_on_cpu_runs_only_where_the_cpu_has_it(
+    monkeypatch: pytest.MonkeyPatch, native: bool, expected: torch.dtype
+) -> None:
+    monkeypatch.setattr(segmenter_module, "cpu_has_native_bfloat16", lambda: native)
+    segmenter = Segmenter.from_settings(SegmenterSettings(variant="demo", device="cpu", dtype="bfloat16"))
+    assert segmenter.dtype == expected and segmenter.inference_backend.dtype == expected
+    assert next(segmenter.model.parameters()).dtype == expected
+    image = generate_scene(EVALUATION_SEED, segmenter.input_size).rgb
+    assert segmenter.segment([image])[0].alpha.shape == segmenter.input_size
+
+
+@pytest.mark.parametrize(("dtype", "device", "expected"), [
+    (torch.float32, "cpu", torch.float32),
+    (torch.float16, "cpu", torch.float32),
+    (torch.float16, "cuda", torch.float16),
+    (torch.bfloat16, "cuda", torch.bfloat16),
+])
+def test_dtype_on_device(dtype: torch.dtype, device: str, expected: torch.dtype) -> None:
+    assert dtype_on_device(dtype, torch.device(device)) is expected
 
 
 def test_info_reports_cpu_and_no_tensorrt() -> None:

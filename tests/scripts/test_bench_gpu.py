@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from pipelines import segmenter
 from pipelines.backends import BackendSpec
 from pipelines.backends.compiled import CompiledBackend
 from scripts import bench_gpu
@@ -65,3 +66,22 @@ def test_per_batch_builds_and_measures_each_batch_size_as_its_own_row(
     assert first["b1 p50 ms"] != "—" and first["img/s b1"] != "—" and first["img/s b2"] == "—"
     assert second["b1 p50 ms"] == "—" and second["img/s b1"] == "—" and second["img/s b2"] != "—"
     assert first["IoU vs fp32"] == second["IoU vs fp32"] == "1.0000"
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_cpu_rows_run_the_half_dtypes_the_service_would(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, native: bool) -> None:
+    monkeypatch.setattr(segmenter, "cpu_has_native_bfloat16", lambda: native)
+    table = tmp_path / "table.md"
+    args = [arg if arg != "float32" else "float32,float16,bfloat16" for arg in DEMO]
+    assert bench_gpu.main([*args, "--backends", "eager", "--batches", "1", "--latency-runs", "1",
+                           "--throughput-runs", "1", "--warmup", "0", "--agreement-inputs", "1",
+                           "--markdown", str(table)]) == 0
+    rows = {row["dtype"]: row for row in _cells(table.read_text())}
+    assert rows["float32"]["b1 p50 ms"] != "—"
+    assert rows["float16"]["b1 p50 ms"] == "—" and rows["float16"]["note"].startswith("skipped")
+    bfloat16 = rows["bfloat16"]
+    if native:
+        assert bfloat16["b1 p50 ms"] != "—" and float(bfloat16["IoU vs fp32"]) > 0.9
+    else:
+        assert bfloat16["b1 p50 ms"] == "—" and bfloat16["note"].startswith("skipped")
