@@ -4,8 +4,8 @@
 
 The model runs as the service's eager backend runs it: half-precision models keep their
 deformable convolutions in float32, and ``--deform-sampling auto`` picks the implementation the
-service would. Prints the median forward time over ``--runs`` timed runs after one warm-up, and the peak RSS of
-the process (and peak CUDA memory on a GPU).
+service would. Prints the median forward time over ``--runs`` timed runs after one warm-up, and
+the peak RSS of the process (and peak CUDA memory on a GPU).
 """
 
 from __future__ import annotations
