@@ -192,7 +192,6 @@ def _detached(fn: Callable[..., _T], *args: Any) -> _T:
     return contextvars.Context().run(fn, *args)
 
 
-
 def _elapsed_ms(started: float) -> float:
     return (time.perf_counter() - started) * 1000.0
 
@@ -264,16 +263,15 @@ class Ingress:
             response = self._result_response(form, cutout, started)
         except asyncio.CancelledError:
             self._finish("remove", CLIENT_CLOSED_REQUEST, started, None)
-            self._release(decision.lease if decision else None)
             raise
         except Exception as exc:
             if is_client_gone(exc):
                 self._finish("remove", CLIENT_CLOSED_REQUEST, started, None)
-                self._release(decision.lease if decision else None)
                 return Response(status_code=CLIENT_CLOSED_REQUEST)
             response, error_code = self._error_response(exc)
+        finally:  # however the request ends, its concurrency slot is free again
+            self._release(decision.lease if decision else None)
         if decision is not None:
-            self._release(decision.lease)
             response.headers.update(rate_limit_headers(decision))
         self._finish("remove", response.status_code, started, error_code)
         return response
