@@ -43,7 +43,7 @@ from pipelines.weights import resolve_weights
 
 logger = logging.getLogger(__name__)
 
-_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 _ACTIVATION_MB_PER_MEGAPIXEL_FP32 = ACTIVATION_MB_PER_MEGAPIXEL_FP32  # kept for existing importers
 
 
@@ -293,9 +293,9 @@ class Segmenter:
         """Build the model for ``settings.variant`` and load its weights (may download)."""
         variant = at_input_size(get_variant(settings.variant), settings.input_size)
         device = resolve_device(settings.device)
-        dtype = _DTYPES.get(settings.dtype)
+        dtype = DTYPES.get(settings.dtype)
         if dtype is None:
-            raise ValueError(f"unknown dtype {settings.dtype!r}; use one of {', '.join(_DTYPES)}")
+            raise ValueError(f"unknown dtype {settings.dtype!r}; use one of {', '.join(DTYPES)}")
         dtype = dtype_on_device(dtype, device)
         if device.type == "cuda":
             configure_cuda_math(settings.tf32, cudnn_benchmark_for(settings.cudnn_benchmark, settings.backend))

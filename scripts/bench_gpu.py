@@ -49,6 +49,7 @@ from pipelines.model.birefnet import DeformSampling, create_model  # noqa: E402
 from pipelines.model.deterministic import deterministic_input, deterministic_state_dict  # noqa: E402
 from pipelines.model.variants import get_variant  # noqa: E402
 from pipelines.segmenter import (  # noqa: E402
+    DTYPES,
     configure_cuda_math,
     cudnn_benchmark_for,
     dtype_on_device,
@@ -57,7 +58,6 @@ from pipelines.segmenter import (  # noqa: E402
 )
 from pipelines.timing import timed  # noqa: E402
 
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 _REPO = Path(__file__).resolve().parents[1]
 REFERENCE_CANDIDATES = (_REPO / "shared" / "reference", _REPO.parent / "shared" / "reference", _REPO / ".ref")
 

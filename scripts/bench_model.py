@@ -24,10 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from pipelines.backends.eager import EagerBackend  # noqa: E402
 from pipelines.model.birefnet import DeformSampling, create_model  # noqa: E402
 from pipelines.model.variants import VARIANTS, get_variant  # noqa: E402
-from pipelines.segmenter import resolve_deform_sampling  # noqa: E402
+from pipelines.segmenter import DTYPES, resolve_deform_sampling  # noqa: E402
 from pipelines.timing import timed  # noqa: E402
-
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
 def peak_rss_mb() -> float:
