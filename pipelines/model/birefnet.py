@@ -257,7 +257,10 @@ class WindowAttention(nn.Module):
         qkv = self.qkv(x).view(bw, n, 3, self.num_heads, c // self.num_heads).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.unbind(0)  # [B·nW, heads, N, d]
         index = self.relative_position_index.view(-1)
-        bias = self.relative_position_bias_table[index].view(n, n, -1).permute(2, 0, 1)  # [heads, N, N]
+        # Contiguous: every fused SDPA kernel (cuDNN, memory-efficient, flash on the CPU) needs the
+        # mask's last stride to be 1; the permuted view's is ``heads``, which sends the call to the
+        # math kernel (in float32 for half inputs, scores materialised).
+        bias = self.relative_position_bias_table[index].view(n, n, -1).permute(2, 0, 1).contiguous()  # [heads, N, N]
         bias = bias.to(q.dtype).unsqueeze(0)
         if mask is not None:
             n_windows = mask.shape[0]

@@ -5,6 +5,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from torchvision.ops import deform_conv2d
 
 from pipelines.model.birefnet import (
@@ -73,6 +74,29 @@ def test_float64_model_runs_in_float64(tiny_model: torch.nn.Module) -> None:
     with torch.inference_mode():
         out = model(torch.randn(1, 3, 64, 64, dtype=torch.float64))
     assert out.dtype == torch.float64
+
+
+@pytest.mark.parametrize("batch", [1, 2])
+def test_attention_masks_have_a_unit_last_stride(
+    tiny_model: torch.nn.Module, batch: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # CUDA's fused attention kernels (cuDNN, memory-efficient) take a mask only when its last
+    # stride is 1; any other mask sends the call to the math kernel, which for half inputs computes
+    # float32 scores. The CPU's kernels accept either, so the masks themselves are checked here.
+    masks: list[torch.Tensor] = []
+    attention = F.scaled_dot_product_attention
+
+    def spy(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attn_mask: torch.Tensor, **kwargs) -> torch.Tensor:
+        masks.append(attn_mask)
+        return attention(q, k, v, attn_mask=attn_mask, **kwargs)
+
+    monkeypatch.setattr(F, "scaled_dot_product_attention", spy)
+    with torch.inference_mode():
+        tiny_model(torch.randn(batch, 3, 128, 128))
+    heads = {mask.shape[1] for mask in masks}
+    windows = {mask.shape[0] for mask in masks}
+    assert max(heads) > 1 and len(windows) > 1  # multi-head stages, shifted windows and plain ones
+    assert [mask.stride(-1) for mask in masks] == [1] * len(masks)
 
 
 def test_relative_position_index_is_standard_swin_index() -> None:
