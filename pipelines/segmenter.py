@@ -30,7 +30,7 @@ from pipelines.backends import (
     build_backend,
     plan_chunks,
 )
-from pipelines.backends.base import ACTIVATION_MB_PER_MEGAPIXEL_FP32, DEFAULT_ENGINE_CACHE_DIR, estimate_activation_mb
+from pipelines.backends.base import DEFAULT_ENGINE_CACHE_DIR
 from pipelines.backends.compiled import uses_cuda_graphs
 from pipelines.backends.eager import EagerBackend
 from pipelines.datatypes import Matte
@@ -44,7 +44,6 @@ from pipelines.weights import resolve_weights
 logger = logging.getLogger(__name__)
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-_ACTIVATION_MB_PER_MEGAPIXEL_FP32 = ACTIVATION_MB_PER_MEGAPIXEL_FP32  # kept for existing importers
 
 
 @dataclass(frozen=True)
@@ -231,11 +230,6 @@ def stack_images(images: Sequence[np.ndarray]) -> np.ndarray:
 def logits_to_alpha(logits: torch.Tensor) -> torch.Tensor:
     """``[B, 1, h, w]`` logits → ``[B, h, w]`` uint8 alpha = round(sigmoid · 255). No stretching."""
     return torch.sigmoid(logits.float()).mul_(255.0).round_().to(torch.uint8)[:, 0]
-
-
-def estimate_batch_memory_mb(input_size: tuple[int, int], batch: int, dtype: torch.dtype) -> float:
-    """Rough activation memory of one eager forward pass (an over-estimate, for the pre-check)."""
-    return estimate_activation_mb(input_size, batch, dtype)
 
 
 def _is_out_of_memory(exc: BaseException) -> bool:

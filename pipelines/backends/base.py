@@ -13,9 +13,12 @@ import torch
 
 Importer = Callable[[str], ModuleType]
 
-# Activation memory of one forward pass per megapixel of model input, fp32 eager (measured peak
-# minus weights: general 1024² ≈ 4.8 GB − 0.9 GB, README figures); half precision needs about half.
-ACTIVATION_MB_PER_MEGAPIXEL_FP32 = 3700.0
+# Activation memory of one forward pass per megapixel of model input, fp32 eager, about 20 % above
+# the largest measured: general at 1024² on an H100 (bench_gpu.py, 2026-11-27), peak allocated
+# minus weights, per image, was 2293 MiB at batch 1 and 2553 MiB at batch 16 (2435 MiB per
+# megapixel). Half precision measured 0.53-0.62 of float32 (its deformable convs stay float32).
+ACTIVATION_MB_PER_MEGAPIXEL_FP32 = 2900.0
+HALF_PRECISION_ACTIVATION_SCALE = 0.65
 
 DEFAULT_ENGINE_CACHE_DIR = Path.home() / ".cache" / "birefnet-serve" / "engines"
 
@@ -30,7 +33,7 @@ def estimate_activation_mb(input_size: tuple[int, int], batch: int, dtype: torch
     ``factor`` scales the eager figure for backends that plan memory differently.
     """
     megapixels = input_size[0] * input_size[1] / 1e6
-    scale = 0.5 if dtype in (torch.float16, torch.bfloat16) else 1.0
+    scale = HALF_PRECISION_ACTIVATION_SCALE if dtype in (torch.float16, torch.bfloat16) else 1.0
     return ACTIVATION_MB_PER_MEGAPIXEL_FP32 * megapixels * batch * scale * factor
 
 
