@@ -25,5 +25,9 @@ def test_gpu_check_dry_run_writes_the_report(tmp_path: Path) -> None:
     assert "unavailable: torch_tensorrt is not installed" in report or "| tensorrt | float32 | " in report
     assert "kernel=7 pass=forward+backward torchvision/grid_sample=" in report
     assert "## benchmark: a row per batch size" in report and "--per-batch" in report
+    for batch in (1, 2):  # the pre-warms, one per batch size, each with its row
+        assert f"## compile cache pre-warm, batch {batch}" in report
+    assert report.count("| demo | 64×64 | eager | float32 | — |") >= 2
+    assert "batch 2: forward p50" in report and "attention kernels: FLASH_ATTENTION ×" in report  # profile_gpu.py
     assert "exit status 0" in report
     assert report.strip() in result.stdout
