@@ -73,7 +73,8 @@ if [ "$DRY" = "1" ]; then
     BENCH_COMPILED=("${DRY_BENCH[@]}" --backends eager --dtypes float32 --per-batch)
     BENCH_DEFORM=(--device cpu --threads 2 --batch 1 --channels 8 --out-channels 8 --size 16 --repeats 2)
     PROFILE=(--device cpu --threads 2 --variant demo --dtype float32 --size 64x64 --batches 1,2 --runs 2 --top 5)
-    LIMITS=(60 120 60 30 60 60)
+    BENCH_RESIZE=(--device cpu --threads 2 --variant demo --dtype float32 --batch 2 --size 64 --repeats 2)
+    LIMITS=(60 120 60 30 60 60 30)
 else
     MODE="GPU run"
     # The budget is checked before each row; the last row, the equivalence case and start-up follow it.
@@ -96,13 +97,14 @@ else
     PREWARM_BATCHES=(1 8)
     COMPILED_STEP="benchmark: TensorRT and torch.compile, float16, a row per batch size"
     BENCH_COMPILED=("${COMPILED[@]}" --backends tensorrt,compile --latency-runs 30 --throughput-runs 3
-                    --time-budget-s 80)
+                    --time-budget-s 70)
     # general's finest decoder level at 1024²: 256×256, 64 channels into 256-wide ASPP branches.
     BENCH_DEFORM=(--device cuda --batch 4 --channels 64 --out-channels 256 --size 256 --repeats 10)
     PROFILE=(--device cuda --variant general --dtype float16 --batches 1,8 --runs 5 --top 15)
+    BENCH_RESIZE=(--device cuda --variant general --dtype float16 --batch 8 --repeats 10)
     # Limits: the tests took 127 s on 2026-11-27 (their last compiles demo cold beside the
     # pre-warms); eager about 45 s for its 16 rows; profiling 2 × 6 forwards.
-    LIMITS=(150 110 110 30 50 290)
+    LIMITS=(150 110 90 30 45 290 30)
 fi
 
 say "# gpu_check — $MODE" ""
@@ -162,6 +164,10 @@ step "$COMPILED_STEP" "${LIMITS[2]}" $PY scripts/bench_gpu.py "${BENCH_COMPILED[
 # Which deformable conv the CUDA default (deform_sampling: auto → torchvision) should be.
 step "deformable conv: torchvision vs grid_sample" "${LIMITS[3]}" $PY scripts/bench_deform_conv.py "${BENCH_DEFORM[@]}"
 grep -E '^(device=|kernel=)' "$LOG" | tail -n 7 | sed 's/^/    /' >>"$REPORT"
+
+# The network's bilinear resizes three ways (12 % of general's batch-8 float16 pass on 2026-11-27).
+step "bilinear resizes: nchw vs channels_last vs matmul" "${LIMITS[6]}" $PY scripts/bench_resize.py "${BENCH_RESIZE[@]}"
+sed -n '/^### bench_resize/,$p' "$LOG" | grep -E '→|^total|^###' | sed 's/^/    /' >>"$REPORT"
 
 # Where general's float16 forward spends its time, and which attention kernel each call gets.
 step "profile: top operators and attention kernels" "${LIMITS[4]}" $PY scripts/profile_gpu.py "${PROFILE[@]}"
