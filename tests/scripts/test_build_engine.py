@@ -122,7 +122,7 @@ def test_the_shipped_serve_config_builds_the_service_default() -> None:
     build = FakeBuild()
     assert _run(["--config", str(REPO / "serve_config.yaml")], build) == 0
     settings = build.settings[0]
-    assert (settings.variant, settings.dtype, settings.backend, settings.device) == ("general", "float32", "eager",
+    assert (settings.variant, settings.dtype, settings.backend, settings.device) == ("general", "float16", "eager",
                                                                                      "cpu")
 
 
