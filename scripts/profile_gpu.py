@@ -10,7 +10,9 @@ Runs the variant on deterministic weights as the eager backend does (the deforma
   the device total means the pass is bound by launching kernels, not by running them);
 * the kernel ``torch._fused_sdp_choice`` picks for each attention call (``MATH`` is the unfused
   fallback, which computes float32 scores for half inputs);
-* the ``--top`` operators by self device time (self CPU time on a CPU).
+* the ``--top`` operators by self device time (self CPU time on a CPU);
+* for the copies and the resizes (``--by-shape``), their costliest input shapes, to tell which
+  part of the network makes them.
 """
 
 from __future__ import annotations
@@ -50,6 +52,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--top", type=int, default=15)
     parser.add_argument("--threads", type=int, default=None, help="torch threads on CPU")
+    parser.add_argument("--by-shape", type=lambda s: s.split(","), default=["aten::copy_", "aten::upsample_bilinear2d"],
+                        help="operators to break down by input shape")
     return parser.parse_args(argv)
 
 
@@ -102,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
             times.append(time.perf_counter() - start)
         with torch.inference_mode():
             choices = sdpa_choices(model.model, x)
-        with profile(activities=activities) as prof:
+        with profile(activities=activities, record_shapes=True) as prof:
             forward(x)
         events = prof.key_averages()
         cpu_ms = sum(e.self_cpu_time_total for e in events) / 1e3
@@ -111,6 +115,12 @@ def main(argv: list[str] | None = None) -> int:
               f"profiled pass: self CPU {cpu_ms:.1f} ms, self device {device_ms:.1f} ms")
         print("attention kernels: " + ", ".join(f"{name} ×{count}" for name, count in sorted(choices.items())))
         print(events.table(sort_by=sort_key, row_limit=args.top, max_name_column_width=70))
+        by_shape = prof.key_averages(group_by_input_shape=True)
+        for name in args.by_shape:
+            rows = sorted((e for e in by_shape if e.key == name), key=lambda e: getattr(e, sort_key), reverse=True)
+            print(f"{name} by input shape (self {'device' if on_cuda else 'CPU'} ms, calls):")
+            for event in rows[:8]:
+                print(f"    {getattr(event, sort_key) / 1e3:8.2f} ms ×{event.count:<4} {event.input_shapes}")
     return 0
 
 

@@ -29,6 +29,7 @@ def test_gpu_check_dry_run_writes_the_report(tmp_path: Path) -> None:
         assert f"## compile cache pre-warm, batch {batch}" in report
     assert report.count("| demo | 64×64 | eager | float32 | — |") >= 2
     assert "batch 2: forward p50" in report and "attention kernels: FLASH_ATTENTION ×" in report  # profile_gpu.py
+    assert "aten::upsample_bilinear2d by input shape" in report
     assert "2×3×64×64 → 32×32: nchw " in report and "total: nchw " in report  # bench_resize.py
     assert "exit status 0" in report
     assert report.strip() in result.stdout
