@@ -34,6 +34,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -107,21 +108,32 @@ def _is_out_of_memory(exc: BaseException) -> bool:
     return isinstance(exc, torch.cuda.OutOfMemoryError) or "out of memory" in str(exc).lower()
 
 
+@cache
+def deterministic_weights(variant: str) -> dict[str, torch.Tensor]:
+    """The variant's deterministic state dict, made once per process."""
+    with torch.device("meta"):
+        entries = [(key, tuple(t.shape)) for key, t in create_model(get_variant(variant).config).state_dict().items()]
+    return deterministic_state_dict(entries)
+
+
+def service_model(variant: str, device: torch.device, dtype: torch.dtype, backend_name: str = "eager",
+                  compile_mode: str = "default") -> torch.nn.Module:
+    """The variant on deterministic weights, with the deformable conv the service would pick for
+    ``backend_name``, on ``device`` in ``dtype``."""
+    sampling = resolve_deform_sampling("auto", device, backend_name, compile_mode)
+    model = create_model(replace(get_variant(variant).config, deform_sampling=sampling))
+    model.load_state_dict(deterministic_weights(variant))
+    return model.to(device, dtype)
+
+
 class Bench:
     def __init__(self, args: argparse.Namespace, device: torch.device) -> None:
         self.args = args
         self.device = device
-        self._weights: dict[str, dict[str, torch.Tensor]] = {}
         self._reference_alpha: dict[str, np.ndarray] = {}
 
     def model(self, variant: str, dtype: torch.dtype, backend_name: str = "eager") -> torch.nn.Module:
-        """The variant on deterministic weights, with the deformable conv the service would pick."""
-        model = create_model(replace(get_variant(variant).config, deform_sampling=self.sampling(backend_name)))
-        if variant not in self._weights:
-            entries = [(key, tuple(t.shape)) for key, t in model.state_dict().items()]
-            self._weights[variant] = deterministic_state_dict(entries)
-        model.load_state_dict(self._weights[variant])
-        return model.to(self.device, dtype)
+        return service_model(variant, self.device, dtype, backend_name, self.args.compile_mode)
 
     def sampling(self, backend_name: str) -> DeformSampling:
         return resolve_deform_sampling("auto", self.device, backend_name, self.args.compile_mode)
@@ -265,11 +277,12 @@ def device_description(device: torch.device) -> str:
     return f"CPU ({cpu}), {torch.get_num_threads()} threads, torch {torch.__version__}"
 
 
-def _csv(kind: Callable[[str], object]) -> Callable[[str], list[object]]:
+def csv_arg(kind: Callable[[str], object]) -> Callable[[str], list[object]]:
     return lambda text: [kind(part) for part in text.split(",") if part]
 
 
-def _size(text: str) -> tuple[int, int]:
+def size_arg(text: str) -> tuple[int, int]:
+    """``HxW`` (or ``N`` for N×N) → ``(H, W)``."""
     height, _, width = text.lower().partition("x")
     return int(height), int(width or height)
 
@@ -277,12 +290,12 @@ def _size(text: str) -> tuple[int, int]:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda[:N]")
-    parser.add_argument("--variants", type=_csv(str), default=["general", "lite"])
-    parser.add_argument("--backends", type=_csv(str), default=["eager", "compile", "tensorrt"])
-    parser.add_argument("--dtypes", type=_csv(str), default=["float32", "float16", "bfloat16"])
-    parser.add_argument("--batches", type=_csv(int), default=[1, 2, 4, 8, 16],
+    parser.add_argument("--variants", type=csv_arg(str), default=["general", "lite"])
+    parser.add_argument("--backends", type=csv_arg(str), default=["eager", "compile", "tensorrt"])
+    parser.add_argument("--dtypes", type=csv_arg(str), default=["float32", "float16", "bfloat16"])
+    parser.add_argument("--batches", type=csv_arg(int), default=[1, 2, 4, 8, 16],
                         help="throughput batch sizes; also the sizes compiled backends are built for")
-    parser.add_argument("--size", type=_size, default=None, help="input HxW instead of the variant's (e.g. 64x64)")
+    parser.add_argument("--size", type=size_arg, default=None, help="input HxW instead of the variant's (e.g. 64x64)")
     parser.add_argument("--latency-runs", type=int, default=50)
     parser.add_argument("--throughput-runs", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=3)

@@ -33,7 +33,7 @@ from pipelines.model import birefnet  # noqa: E402
 from pipelines.model.variants import VARIANTS, get_variant  # noqa: E402
 from pipelines.segmenter import DTYPES, dtype_on_device, resolve_device  # noqa: E402
 from pipelines.timing import timed  # noqa: E402
-from scripts.bench_gpu import Bench, model_input  # noqa: E402
+from scripts.bench_gpu import model_input, service_model, size_arg  # noqa: E402
 
 
 @cache  # built once per shape, as a network would keep them
@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--variant", default="general", choices=sorted(VARIANTS))
     parser.add_argument("--dtype", default="float16", choices=sorted(DTYPES))
     parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--size", type=int, default=None, help="square input side (default: the variant's)")
+    parser.add_argument("--size", type=size_arg, default=None, help="input HxW instead of the variant's (e.g. 64x64)")
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--threads", type=int, default=None, help="torch threads on CPU")
     args = parser.parse_args(argv)
@@ -104,8 +104,8 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
     dtype = dtype_on_device(DTYPES[args.dtype], device)
-    size = (args.size, args.size) if args.size else get_variant(args.variant).input_size
-    model = Bench(argparse.Namespace(compile_mode="default"), device).model(args.variant, dtype)
+    size = args.size or get_variant(args.variant).input_size
+    model = service_model(args.variant, device, dtype)
     calls = captured_resizes(model, model_input(args.batch, size, device, dtype))
     del model
     print(f"### bench_resize.py — {args.variant} {size[0]}×{size[1]} batch {args.batch} "

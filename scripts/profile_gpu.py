@@ -34,12 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from pipelines.backends.eager import EagerBackend  # noqa: E402
 from pipelines.model.variants import VARIANTS, get_variant  # noqa: E402
 from pipelines.segmenter import DTYPES, dtype_on_device, resolve_device  # noqa: E402
-from scripts.bench_gpu import Bench, model_input  # noqa: E402
-
-
-def _size(text: str) -> tuple[int, int]:
-    height, width = (int(v) for v in text.lower().split("x"))
-    return height, width
+from scripts.bench_gpu import csv_arg, model_input, service_model, size_arg  # noqa: E402
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -47,12 +42,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda[:N]")
     parser.add_argument("--variant", default="general", choices=sorted(VARIANTS))
     parser.add_argument("--dtype", default="float16", choices=sorted(DTYPES))
-    parser.add_argument("--batches", type=lambda s: [int(v) for v in s.split(",")], default=[1, 8])
-    parser.add_argument("--size", type=_size, default=None, help="input HxW instead of the variant's (e.g. 64x64)")
+    parser.add_argument("--batches", type=csv_arg(int), default=[1, 8])
+    parser.add_argument("--size", type=size_arg, default=None, help="input HxW instead of the variant's (e.g. 64x64)")
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--top", type=int, default=15)
     parser.add_argument("--threads", type=int, default=None, help="torch threads on CPU")
-    parser.add_argument("--by-shape", type=lambda s: s.split(","), default=["aten::copy_", "aten::upsample_bilinear2d"],
+    parser.add_argument("--by-shape", type=csv_arg(str), default=["aten::copy_", "aten::upsample_bilinear2d"],
                         help="operators to break down by input shape")
     return parser.parse_args(argv)
 
@@ -82,8 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     device = resolve_device(args.device)
     dtype = dtype_on_device(DTYPES[args.dtype], device)
     size = args.size or get_variant(args.variant).input_size
-    bench = Bench(argparse.Namespace(compile_mode="default", size=size), device)
-    model = EagerBackend(bench.model(args.variant, dtype), dtype)
+    model = EagerBackend(service_model(args.variant, device, dtype), dtype)
     on_cuda = device.type == "cuda"
     sort_key = "self_cuda_time_total" if on_cuda else "self_cpu_time_total"
     activities = [ProfilerActivity.CPU, *([ProfilerActivity.CUDA] if on_cuda else [])]
