@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -238,3 +239,15 @@ def test_compose_file_maps_the_port_and_keeps_the_models() -> None:
     service = yaml.safe_load((REPO / "docker-compose.yml").read_text())["services"]["birefnet"]
     assert service["ports"] == ["55433:55433"] and "models:/models" in service["volumes"]
     assert (REPO / service["command"][0]).is_file()
+
+
+def test_install_refuses_to_start_without_room_for_the_environment(tmp_path: Path) -> None:
+    (tmp_path / "scripts").mkdir()
+    shutil.copy(REPO / "scripts" / "install.sh", tmp_path / "scripts" / "install.sh")
+    # More free space than any disk has; PYTHON=false so that nothing is installed if the check is missed.
+    env = {**os.environ, "BIREFNET_INSTALL_FREE_GB": str(10**9), "PYTHON": "false"}
+    result = subprocess.run(["bash", "scripts/install.sh"], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 1
+    assert f"needs about {10**9} GB free" in result.stderr and "BIREFNET_INSTALL_FREE_GB" in result.stderr
+    assert not (tmp_path / ".venv").exists()
