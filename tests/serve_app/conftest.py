@@ -57,6 +57,12 @@ class Service:
     faulty_before_weights: dict[str, requests.Response] = field(default_factory=dict)
     faulty_after_weights: dict[str, requests.Response] = field(default_factory=dict)
 
+    @property
+    def address(self) -> tuple[str, int]:
+        """``(host, port)`` of ``base``, for tests that speak HTTP over a raw socket."""
+        host, _, port = self.base.removeprefix("http://").partition(":")
+        return host, int(port)
+
     def remove(
         self,
         data: bytes,

@@ -322,11 +322,12 @@ def formless(service: Service, key: str | None = SINGLE_KEY) -> requests.Respons
     return requests.post(f"{service.base}{PREFIX}/remove", files={"other": ("a", b"x")}, headers=headers, timeout=30)
 
 
-def send_half_an_upload(sock: socket.socket, service: Service, key: str) -> None:
-    body, content_type = multipart_body(flat_jpeg((128, 128, 128)))
-    host = service.base.removeprefix("http://").split(":")[0]
-    sock.sendall((f"POST {PREFIX}/remove HTTP/1.1\r\nHost: {host}\r\nContent-Type: {content_type}\r\n"
-                  f"X-API-Key: {key}\r\nContent-Length: {len(body)}\r\n\r\n").encode() + body[: len(body) // 2])
+def send_half_an_upload(sock: socket.socket, service: Service, image: bytes, key: str | None = None) -> None:
+    """The headers of an upload of ``image`` and half of its body: the ingress waits for the rest."""
+    body, content_type = multipart_body(image)
+    key_header = f"X-API-Key: {key}\r\n" if key else ""
+    sock.sendall((f"POST {PREFIX}/remove HTTP/1.1\r\nHost: {service.address[0]}\r\nContent-Type: {content_type}\r\n"
+                  f"{key_header}Content-Length: {len(body)}\r\n\r\n").encode() + body[: len(body) // 2])
 
 
 def test_an_open_upload_holds_its_clients_concurrency_slot_until_it_ends(service: Service) -> None:
@@ -336,9 +337,8 @@ def test_an_open_upload_holds_its_clients_concurrency_slot_until_it_ends(service
     # Each request ends before the next is sent: none is refused (the release may still be on its
     # way; the limiter waits for it).
     assert [formless(service).status_code for _ in range(5)] == [400] * 5
-    host, port = service.base.removeprefix("http://").split(":")
-    with socket.create_connection((host, int(port)), timeout=15) as sock:
-        send_half_an_upload(sock, service, SINGLE_KEY)
+    with socket.create_connection(service.address, timeout=15) as sock:
+        send_half_an_upload(sock, service, flat_jpeg((128, 128, 128)), SINGLE_KEY)
         answers: list[requests.Response] = []
         poll(lambda: answers.append(formless(service)) or answers[-1].status_code == 429, 10,
              "a 429 beside the open upload")
@@ -355,10 +355,10 @@ def test_an_open_upload_holds_its_clients_concurrency_slot_until_it_ends(service
 def test_clients_that_leave_at_once_leave_no_slot_taken(service: Service) -> None:
     """Clients gone within milliseconds, while their admission is still in flight: a lease granted
     after the request was cancelled must be released too, not left to expire (3 s here)."""
-    host, port = service.base.removeprefix("http://").split(":")
+    image = flat_jpeg((128, 128, 128))
     for wait_ms in [0, 2, 5, 8, 12, 15, 20] * 4:
-        with socket.create_connection((host, int(port)), timeout=15) as sock:
-            send_half_an_upload(sock, service, SINGLE_KEY)
+        with socket.create_connection(service.address, timeout=15) as sock:
+            send_half_an_upload(sock, service, image, SINGLE_KEY)
             time.sleep(wait_ms / 1000)
     time.sleep(0.5)
     assert formless(service).status_code == 400
@@ -408,8 +408,7 @@ def test_a_client_that_goes_away_is_not_counted_as_an_answered_request(service: 
         health = requests.get(f"{service.base}{PREFIX}/health", timeout=10).json()
         return int(health["performance_metrics"]["requests_last_hour"])
 
-    body, content_type = multipart_body(imagegen.jpeg_bytes(imagegen.photo_like_rgb(640, 480, seed=5)))
-    host, port = service.base.removeprefix("http://").split(":")
+    image = imagegen.jpeg_bytes(imagegen.photo_like_rgb(640, 480, seed=5))
     before = answered()
     for _ in range(10):  # earlier tests' samples travel fire-and-forget: wait until the count settles
         time.sleep(1.0)
@@ -418,9 +417,8 @@ def test_a_client_that_goes_away_is_not_counted_as_an_answered_request(service: 
             break
         before = now
     for _ in range(3):  # the upload cut short: the ingress sees the client disconnect mid-form
-        with socket.create_connection((host, int(port)), timeout=15) as sock:
-            sock.sendall((f"POST {PREFIX}/remove HTTP/1.1\r\nHost: {host}\r\nContent-Type: {content_type}\r\n"
-                          f"Content-Length: {len(body)}\r\n\r\n").encode() + body[: len(body) // 2])
+        with socket.create_connection(service.address, timeout=15) as sock:
+            send_half_an_upload(sock, service, image)
             time.sleep(0.3)
     time.sleep(1.0)
     assert service.remove(imagegen.jpeg_bytes(imagegen.photo_like_rgb(64, 64, seed=6))).status_code == 200
