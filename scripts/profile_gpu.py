@@ -20,8 +20,8 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import time
 from collections import Counter
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -34,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from pipelines.backends.eager import EagerBackend  # noqa: E402
 from pipelines.model.variants import VARIANTS, get_variant  # noqa: E402
 from pipelines.segmenter import DTYPES, dtype_on_device, resolve_device  # noqa: E402
+from pipelines.timing import timed  # noqa: E402
 from scripts.bench_gpu import csv_arg, model_input, service_model, size_arg  # noqa: E402
 
 
@@ -82,26 +83,18 @@ def main(argv: list[str] | None = None) -> int:
     sort_key = "self_cuda_time_total" if on_cuda else "self_cpu_time_total"
     activities = [ProfilerActivity.CPU, *([ProfilerActivity.CUDA] if on_cuda else [])]
 
-    def forward(x: torch.Tensor) -> None:
-        model(x)
-        if on_cuda:
-            torch.cuda.synchronize(device)
-
     print(f"### profile_gpu.py — {args.variant} {size[0]}×{size[1]} {str(dtype).replace('torch.', '')} on "
           f"{torch.cuda.get_device_name(device) if on_cuda else 'cpu'}, torch {torch.__version__}")
     for batch in args.batches:
         x = model_input(batch, size, device, dtype)
-        forward(x)
-        forward(x)
-        times = []
-        for _ in range(args.runs):
-            start = time.perf_counter()
-            forward(x)
-            times.append(time.perf_counter() - start)
+        forward = partial(model, x)
+        timed(forward, device)  # two warm-ups
+        timed(forward, device)
+        times = [timed(forward, device) for _ in range(args.runs)]
         with torch.inference_mode():
             choices = sdpa_choices(model.model, x)
         with profile(activities=activities, record_shapes=True) as prof:
-            forward(x)
+            timed(forward, device)
         events = prof.key_averages()
         cpu_ms = sum(e.self_cpu_time_total for e in events) / 1e3
         device_ms = sum(getattr(e, "self_device_time_total", 0.0) for e in events) / 1e3
